@@ -1,0 +1,119 @@
+"""Checkpoints: one file that ``torch.load(path, weights_only=True)`` opens, carrying its provenance.
+
+Shared checkpoints are untrusted pickles, so nothing here ever loads with ``weights_only=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import KdpcError
+
+FORMAT = "kdpc-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    arch: str
+    model_config: dict[str, Any]
+    num_classes: int
+    class_names: list[str]
+    task: str
+    dataset: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    training_state: dict[str, Any] | None = None
+    path: str | None = None
+
+    def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        from .models import create_model
+
+        model = create_model(self.arch, num_classes=self.num_classes, **self.model_config)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise KdpcError(f"checkpoint {self.path} does not fit model {self.arch}: {str(exc).splitlines()[0]}") from None
+        return model.to(device).eval()
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(t.numel() for k, t in self.state_dict.items() if not _is_buffer_name(k)))
+
+
+def _is_buffer_name(key: str) -> bool:
+    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a truncated checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kdpc_version": __version__,
+        "arch": ckpt.arch,
+        "model_config": dict(ckpt.model_config),
+        "num_classes": int(ckpt.num_classes),
+        "class_names": list(ckpt.class_names),
+        "task": ckpt.task,
+        "dataset": dict(ckpt.dataset),
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+        "metrics": dict(ckpt.metrics),
+        "provenance": dict(ckpt.provenance),
+    }
+    if ckpt.training_state is not None:
+        payload["training_state"] = ckpt.training_state
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise KdpcError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise KdpcError(f"{path} holds objects a weights-only load refuses ({reason}); it is not a kdpc checkpoint") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise KdpcError(f"{path} is not a kdpc checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise KdpcError(f"{path} is not a kdpc checkpoint (no '{FORMAT}' marker)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise KdpcError(f"{path} has checkpoint format version {payload.get('format_version')}; this kdpc reads {FORMAT_VERSION}")
+    return Checkpoint(
+        arch=payload["arch"],
+        model_config=payload["model_config"],
+        num_classes=payload["num_classes"],
+        class_names=payload["class_names"],
+        task=payload.get("task", "cls"),
+        dataset=payload["dataset"],
+        state_dict=payload["state_dict"],
+        metrics=payload.get("metrics", {}),
+        provenance=payload.get("provenance", {}),
+        training_state=payload.get("training_state"),
+        path=str(path),
+    )
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,73 @@
+"""Dataclass configs: defaults <- YAML file (safe_load) <- CLI flags that were given."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from .errors import KdpcError
+
+C = TypeVar("C")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise KdpcError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise KdpcError(f"config file {path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KdpcError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def build_config(cls: type[C], *layers: Mapping[str, Any] | None) -> C:
+    """Later layers override earlier ones; ``None`` values in a layer mean "not given" and are skipped.
+
+    Nested dataclass fields (e.g. ``augment``) are merged key by key, so a YAML file can set one augment option.
+    """
+    merged: dict[str, Any] = {}
+    field_types = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            key = key.replace("-", "_")
+            if key not in field_types:
+                known = ", ".join(sorted(field_types))
+                raise KdpcError(f"unknown option {key!r} for {cls.__name__}; known: {known}")
+            if value is None:
+                continue
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    try:
+        return cls(**merged)
+    except TypeError as exc:
+        raise KdpcError(f"bad {cls.__name__} options: {exc}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return convert(cfg)
+
+
+def save_yaml(data: Mapping[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(dict(data), sort_keys=False))

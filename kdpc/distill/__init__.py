@@ -1,0 +1,1 @@
+"""Distillation: loss functions, self-distillation targets, and training-curve plots."""

@@ -1,0 +1,106 @@
+"""The distill data path: records joined with the training split, replayed exactly, then point-level augmented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..augment import AugmentConfig, PointAugmentConfig, _splitmix64, apply_point_level_with_index, draw_params
+from ..augment import params_at
+from ..engine import point_rng, replay_view
+from ..errors import KdpcError
+
+
+def check_provenance(header: Any, dataset: Any) -> None:
+    """Refuse to train when the store was not recorded from exactly this data."""
+    recorded = header.dataset
+    differences = []
+    if recorded.get("fingerprint") != dataset.fingerprint():
+        differences.append(f"dataset fingerprint {str(recorded.get('fingerprint'))[:12]}… (store) vs "
+                           f"{dataset.fingerprint()[:12]}… (data)")
+    if int(recorded.get("num_samples", -1)) != len(dataset):
+        differences.append(f"num_samples {recorded.get('num_samples')} vs {len(dataset)}")
+    if int(header.num_points) != dataset.num_points:
+        differences.append(f"num_points {header.num_points} vs {dataset.num_points}")
+    names = list(dataset.part_names if dataset.task == "partseg" else dataset.class_names)
+    if list(header.class_names) != names:
+        differences.append("class names differ")
+    if header.task != dataset.task:
+        differences.append(f"task {header.task} vs {dataset.task}")
+    if differences:
+        raise KdpcError(f"the records were not made from this data ({recorded.get('name')}/{recorded.get('split')}): "
+                        + "; ".join(differences))
+
+
+def view_schedule(seed: int, num_samples: int, num_views: int, epoch: int) -> np.ndarray:
+    """The view each sample uses in ``epoch``: every sample cycles through all its views before any repeats.
+
+    Within cycle ``epoch // num_views`` each sample visits its views in its own hashed order.
+    """
+    cycle, position = divmod(epoch, num_views)
+    samples = np.arange(num_samples, dtype=np.uint64)
+    base = _splitmix64(_splitmix64(np.uint64(seed & 0xFFFFFFFF) ^ (np.uint64(cycle) << np.uint64(32))) ^ samples)
+    keys = _splitmix64(base[:, None] ^ (np.arange(num_views, dtype=np.uint64)[None, :] << np.uint64(48)))
+    return np.argsort(keys, axis=1, kind="stable")[:, position].astype(np.int64)
+
+
+class RecordedViews(Dataset):
+    """Item i of an epoch is sample i at its scheduled view, replayed exactly, then point-level augmented.
+
+    With a ``reader`` the view parameters and the teacher's log-probs come from the store. Without one (the
+    ``--online-teacher`` baseline) the same parameters are drawn from ``(run_seed, sample, view)`` instead, so both
+    modes train on identical views.
+    """
+
+    def __init__(self, dataset: Any, point_augment: PointAugmentConfig, seed: int, *, reader: Any = None,
+                 augment: AugmentConfig | None = None, run_seed: int = 0, num_views: int | None = None) -> None:
+        self.dataset = dataset
+        self.reader = reader
+        self.point_augment = point_augment
+        self.seed = seed
+        self.augment = augment
+        self.run_seed = run_seed
+        self.num_views = reader.num_views if reader is not None else int(num_views or 1)
+        if reader is not None and reader.num_samples != len(dataset):
+            raise KdpcError(f"the store holds {reader.num_samples} samples but the dataset has {len(dataset)}")
+        if reader is None and augment is None:
+            raise ValueError("RecordedViews needs a reader or an augment config")
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._views = view_schedule(self.seed, len(self.dataset), self.num_views, epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        samples = np.asarray(indices, dtype=np.int64)
+        views = self._views[samples]
+        records = samples + views * len(self.dataset)  # view-major record index
+        if self.reader is not None:
+            batch = self.reader.get(records)  # one vectorised read from the in-memory view slabs
+            params = {spec.name: batch[spec.name] for spec in self.reader.header.params}
+        else:
+            batch = None
+            params = draw_params(self.augment, self.run_seed, samples, views)
+        items = []
+        for k, sample in enumerate(samples):
+            points, parts = replay_view(self.dataset, int(sample), params_at(params, k))
+            points, index = apply_point_level_with_index(points[:, :3], self.point_augment,
+                                                          point_rng(self.seed, self.epoch, int(records[k])))
+            item: dict[str, Any] = {"points": points, "label": int(self.dataset.labels[sample]),
+                                    "record": int(records[k])}
+            if batch is not None:
+                teacher = batch["logprobs"][k]
+                item["teacher_logprobs"] = teacher[index] if parts is not None else teacher
+            if parts is not None:
+                item["parts"] = parts[index].astype(np.int64)
+                item["point_index"] = index
+            items.append(item)
+        return items

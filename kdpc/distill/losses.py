@@ -1,0 +1,415 @@
+"""Loss functions for offline distillation of point-cloud students.
+
+Every function here is pure (no state, no module buffers) apart from :class:`FeatureProjector`, which is the
+student-side learned projector that feature losses are applied after. Conventions shared by all of them:
+
+* The class (or feature) dimension is the **last** one. ``[B, C]`` classification logits and ``[B, N, P]``
+  per-point logits are both accepted where noted; a "record" is one row of the flattened ``[-1, C]`` view.
+* Arithmetic is float32 with autocast disabled, whatever the input dtype and the caller's autocast state, so the
+  losses are the same under ``torch.autocast`` on CPU or CUDA (half-precision inputs are upcast first).
+* Teacher quantities (recorded log-probabilities, teacher features) and self-targets are treated as constants:
+  they are detached inside, so no gradient ever reaches them.
+* Results are scalar means unless stated. When nothing is valid (every target ignored, every point masked) the
+  loss is an exact zero that is still attached to the student's graph, so ``backward()`` works and gives zeros.
+* ``KL(p || q)`` is the per-row ``sum_c p_c (log p_c - log q_c)``; classes with ``p_c == 0`` contribute 0 even
+  when ``log p_c == -inf`` (a store may hold ``-inf`` for impossible classes).
+
+The formulas, defaults and sources are written out in ``docs/method.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import KdpcError
+
+__all__ = [
+    "label_smoothing_ce",
+    "kd_loss",
+    "nwsd_loss",
+    "combine",
+    "pointwise_kd_loss",
+    "affinity_alignment_loss",
+    "cross_sample_relation_loss",
+    "FeatureProjector",
+]
+
+AFFINITY_MODES = ("mse", "kl")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _autocast_off(t: Tensor) -> torch.autocast:
+    """A context that disables autocast for ``t``'s device type, so the enclosed maths runs in float32."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def _check_temperature(temperature: float, name: str = "temperature") -> float:
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise KdpcError(f"{name} must be a finite number > 0, got {temperature!r}")
+    return t
+
+
+def _check_same_shape(student: Tensor, other: Tensor, what: str) -> None:
+    if student.shape != other.shape:
+        raise KdpcError(
+            f"{what} has shape {tuple(other.shape)} but the student's output has shape {tuple(student.shape)}; "
+            "check that the store was recorded for the same task and number of classes"
+        )
+
+
+def _kl_rows(target_logp: Tensor, student_logp: Tensor) -> Tensor:
+    """``KL(target || student)`` for each row (last dim reduced), with ``0 * log 0 = 0``.
+
+    ``target_logp`` must be a constant (detached); ``student_logp`` carries the gradient.
+    """
+    p = target_logp.exp()
+    terms = p * (target_logp - student_logp)
+    # Where p == 0 (target log-prob -inf) the product is 0 * inf = nan; the limit is 0. The gradient of the kept
+    # branch w.r.t. student_logp is -p, which is 0 there, so no nan reaches the student either.
+    terms = torch.where(p > 0, terms, torch.zeros_like(terms))
+    return terms.sum(dim=-1)
+
+
+def _zero_like_graph(t: Tensor) -> Tensor:
+    """An exact float32 zero scalar attached to ``t``'s graph (so ``backward`` works when nothing is valid)."""
+    return t.float().sum() * 0.0
+
+
+# ------------------------------------------------------------------------------------------- classification
+
+
+def label_smoothing_ce(
+    logits: Tensor,
+    target: Tensor,
+    smoothing: float = 0.1,
+    ignore_index: int = -100,
+) -> Tensor:
+    """Cross-entropy against label-smoothed one-hot targets, averaged over the non-ignored targets.
+
+    The smoothed target puts ``1 - smoothing + smoothing / C`` on the true class and ``smoothing / C`` on every
+    other class (the convention of ``torch.nn.functional.cross_entropy(label_smoothing=...)``), so per row::
+
+        loss = -(1 - smoothing) * log p[y] - (smoothing / C) * sum_c log p[c]
+
+    Args:
+        logits: ``[B, C]`` or ``[B, N, C]`` (class dimension last).
+        target: ``[B]`` or ``[B, N]`` integer class ids; entries equal to ``ignore_index`` are left out of the
+            mean. Other out-of-range ids raise.
+        smoothing: in ``[0, 1)``; 0 is plain cross-entropy.
+        ignore_index: target value to skip.
+
+    Returns:
+        Scalar mean over valid targets (0, attached to the graph, when none is valid).
+    """
+    eps = float(smoothing)
+    if not 0.0 <= eps < 1.0:
+        raise KdpcError(f"label smoothing must be in [0, 1), got {smoothing!r}")
+    if logits.shape[:-1] != target.shape:
+        raise KdpcError(
+            f"logits {tuple(logits.shape)} and targets {tuple(target.shape)} do not match: "
+            "logits must be the target shape plus a trailing class dimension"
+        )
+    num_classes = logits.shape[-1]
+    with _autocast_off(logits):
+        logp = F.log_softmax(logits.float().reshape(-1, num_classes), dim=-1)
+        y = target.reshape(-1).long()
+        valid = y != ignore_index
+        if not bool(valid.any()):
+            return _zero_like_graph(logits)
+        logp = logp[valid]
+        y = y[valid]
+        if bool((y < 0).any()) or bool((y >= num_classes).any()):
+            raise KdpcError(f"target class ids must lie in [0, {num_classes}) or equal ignore_index={ignore_index}")
+        nll = -logp.gather(1, y[:, None]).squeeze(1)
+        uniform = -logp.mean(dim=-1)  # = -(1/C) sum_c log p_c
+        return ((1.0 - eps) * nll + eps * uniform).mean()
+
+
+def kd_loss(
+    student_logits: Tensor,
+    teacher_logprobs: Tensor,
+    temperature: float,
+    weight: Tensor | None = None,
+) -> Tensor:
+    """Hinton distillation loss ``T^2 * KL(p_t^T || p_s^T)``, batch-mean over records.
+
+    ``p_t^T = softmax(teacher_logprobs / T)`` and ``p_s^T = softmax(student_logits / T)``. The teacher input is
+    log-probabilities at ``T = 1`` as decoded from the store; since a per-row additive constant does not change a
+    softmax, this is exactly the teacher's tempered distribution.
+
+    Args:
+        student_logits: ``[B, C]`` (any leading shape is flattened to records ``[-1, C]``).
+        teacher_logprobs: same shape as ``student_logits``; detached inside. Any float dtype.
+        temperature: ``T > 0``.
+        weight: optional per-record weight with ``student_logits.shape[:-1]`` (``[B]`` for classification).
+            Weighted records contribute ``w_i * KL_i``; the denominator stays the number of records (a weight of 0
+            drops a record's contribution without renormalising the others).
+
+    Returns:
+        Scalar ``T^2 * sum_i w_i KL_i / R`` where ``R`` is the number of records (``w_i = 1`` without weights).
+    """
+    t = _check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logprobs, "teacher_logprobs")
+    num_classes = student_logits.shape[-1]
+    with _autocast_off(student_logits):
+        s = F.log_softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
+        q = F.log_softmax(teacher_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
+        kl = _kl_rows(q, s)
+        if weight is not None:
+            if weight.shape != student_logits.shape[:-1]:
+                raise KdpcError(
+                    f"kd weight has shape {tuple(weight.shape)}, expected {tuple(student_logits.shape[:-1])}"
+                )
+            kl = kl * weight.detach().float().reshape(-1)
+        if kl.numel() == 0:
+            return _zero_like_graph(student_logits)
+        return (t * t) * kl.mean()
+
+
+def nwsd_loss(
+    student_logits: Tensor,
+    self_target_logprobs: Tensor,
+    temperature: float,
+    max_kl: float,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Negative-weight self-distillation term: ``T^2 * mean_i min(KL(q_self^T || p_s^T)_i, max_kl)``.
+
+    kdpc's definition (the seed paper does not publish its formula; see ``docs/method.md``). The trainer multiplies
+    this by a signed weight ``beta`` that is negative by default, so the student is pushed *away* from its own
+    self-target ``q_self`` (an EMA copy, its previous prediction for the record, or a re-tempered copy of its
+    current output). ``q_self`` is detached: only the student's live prediction moves. The clamp guards against
+    running away when maximised: a record whose KL has reached ``max_kl`` contributes the constant ``max_kl`` and a
+    gradient of exactly zero.
+
+    Args:
+        student_logits: ``[B, C]`` (or ``[B, N, C]``; records are rows of the flattened ``[-1, C]`` view).
+        self_target_logprobs: same shape; log-probabilities (or logits: a per-row constant is irrelevant) of the
+            self-target at ``T = 1``; detached inside.
+        temperature: ``T > 0`` applied to both sides, as in :func:`kd_loss`.
+        max_kl: cap on each record's (unscaled, at temperature ``T``) KL, in nats; ``> 0``.
+        mask: optional bool with ``student_logits.shape[:-1]``; ``False`` records (e.g. records the past-prediction
+            bank has not seen yet) are left out of the mean and of the capped fraction.
+
+    Returns:
+        ``(loss, frac_capped)``: the scalar loss (0, attached to the graph, when no record is valid), and a
+        detached 0-dim float tensor, the fraction of valid records at the cap (0 when none is valid). Call
+        ``.item()`` on it only when logging, to avoid a device sync every step.
+    """
+    t = _check_temperature(temperature)
+    cap = float(max_kl)
+    if not (math.isfinite(cap) and cap > 0):
+        raise KdpcError(f"nwsd max_kl must be a finite number > 0, got {max_kl!r}")
+    _check_same_shape(student_logits, self_target_logprobs, "self_target_logprobs")
+    num_classes = student_logits.shape[-1]
+    with _autocast_off(student_logits):
+        s = F.log_softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
+        q = F.log_softmax(self_target_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
+        kl = _kl_rows(q, s)
+        if mask is not None:
+            if mask.shape != student_logits.shape[:-1]:
+                raise KdpcError(f"nwsd mask has shape {tuple(mask.shape)}, expected {tuple(student_logits.shape[:-1])}")
+            valid = mask.reshape(-1).to(device=kl.device, dtype=torch.bool)
+            kl = kl[valid]
+        if kl.numel() == 0:
+            return _zero_like_graph(student_logits), torch.zeros((), device=student_logits.device)
+        capped = kl >= cap
+        # torch.where (not clamp/minimum) so the gradient at and beyond the cap is exactly zero.
+        kl = torch.where(capped, torch.full_like(kl, cap), kl)
+        return (t * t) * kl.mean(), capped.float().mean().detach()
+
+
+def combine(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> tuple[Tensor, dict[str, float]]:
+    """Weighted sum of named scalar loss terms, plus the values to log.
+
+    ``total = sum_k weights[k] * terms[k]``. Every term needs a weight (a missing one raises ``KdpcError``); weights
+    with no matching term are ignored, and terms whose weight is exactly 0 are left out of the sum (so a nan or
+    inf in a disabled term cannot poison the total). Weights may be negative (NWSD's ``beta``).
+
+    Returns:
+        ``(total, logs)`` where ``logs`` maps ``"loss/<name>"`` to the **unweighted** value of each term and
+        ``"loss/total"`` to the weighted total, as Python floats (one device sync for all of them).
+    """
+    if not terms:
+        raise KdpcError("combine() needs at least one loss term")
+    missing = [k for k in terms if k not in weights]
+    if missing:
+        raise KdpcError(f"no weight given for loss term(s) {missing}; weights have {sorted(weights)}")
+    names = list(terms)
+    for k in names:
+        if terms[k].numel() != 1:
+            raise KdpcError(f"loss term {k!r} is not a scalar (shape {tuple(terms[k].shape)})")
+    total: Tensor | None = None
+    for k in names:
+        w = float(weights[k])
+        if w == 0.0:
+            continue
+        contrib = w * terms[k].float().reshape(())
+        total = contrib if total is None else total + contrib
+    if total is None:  # every weight is zero: a zero that still backpropagates (to zero grads)
+        total = sum(terms[k].float().reshape(()) * 0.0 for k in names)  # type: ignore[assignment]
+    assert total is not None
+    values = torch.stack([terms[k].detach().float().reshape(()) for k in names] + [total.detach()]).tolist()
+    logs = {f"loss/{k}": v for k, v in zip(names, values[:-1])}
+    logs["loss/total"] = values[-1]
+    return total, logs
+
+
+# ------------------------------------------------------------------------------------------- segmentation
+
+
+def pointwise_kd_loss(
+    student_logits: Tensor,
+    teacher_logprobs: Tensor,
+    temperature: float = 2.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Per-point distillation ``T^2 * mean over valid points of KL(p_t^T || p_s^T)`` (SRKD's semantic term).
+
+    Args:
+        student_logits: ``[B, N, P]`` part/semantic logits.
+        teacher_logprobs: ``[B, N, P]`` teacher log-probabilities at ``T = 1``; detached inside.
+        temperature: ``T > 0``.
+        mask: optional ``[B, N]`` bool, ``True`` for points that count (e.g. not padding). ``None``: all points.
+
+    Returns:
+        Scalar (0, attached to the graph, when no point is valid).
+    """
+    t = _check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logprobs, "teacher_logprobs")
+    num_classes = student_logits.shape[-1]
+    with _autocast_off(student_logits):
+        s = F.log_softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
+        q = F.log_softmax(teacher_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
+        kl = _kl_rows(q, s)
+        if mask is not None:
+            if mask.shape != student_logits.shape[:-1]:
+                raise KdpcError(f"point mask has shape {tuple(mask.shape)}, expected {tuple(student_logits.shape[:-1])}")
+            kl = kl[mask.reshape(-1).to(device=kl.device, dtype=torch.bool)]
+        if kl.numel() == 0:
+            return _zero_like_graph(student_logits)
+        return (t * t) * kl.mean()
+
+
+def _check_feats(student_feats: Tensor, teacher_feats: Tensor) -> None:
+    if student_feats.dim() != 3 or teacher_feats.dim() != 3:
+        raise KdpcError(
+            f"features must be [B, M, D]; got student {tuple(student_feats.shape)}, teacher {tuple(teacher_feats.shape)}"
+        )
+    if student_feats.shape[:2] != teacher_feats.shape[:2]:
+        raise KdpcError(
+            f"student features {tuple(student_feats.shape)} and teacher features {tuple(teacher_feats.shape)} "
+            "must agree on [B, M] (same samples, same points)"
+        )
+
+
+def affinity_alignment_loss(
+    student_feats: Tensor,
+    teacher_feats: Tensor,
+    mode: str = "mse",
+    temperature: float = 1.0,
+) -> Tensor:
+    """Align each sample's point-to-point cosine affinity (SRKD's relation-alignment term).
+
+    Per sample, ``A = F_hat F_hat^T`` (``M x M``) where ``F_hat`` is the ``[M, D]`` feature matrix with L2-normalised
+    rows. Because only affinities are compared, ``Ds`` (student, usually after :class:`FeatureProjector`) may
+    differ from ``Dt``.
+
+    * ``mode="mse"``: ``mean_{b,m,n} (A_s - A_t)^2``; ``temperature`` is unused.
+    * ``mode="kl"``: each affinity row is a distribution ``softmax(A[m, :] / T)``;
+      ``T^2 * mean_{b,m} KL(teacher row || student row)``.
+
+    Args:
+        student_feats: ``[B, M, Ds]``.
+        teacher_feats: ``[B, M, Dt]``; detached inside.
+        mode: ``"mse"`` or ``"kl"``.
+        temperature: ``T > 0`` for ``mode="kl"``.
+
+    Memory is ``O(B M^2)``: subsample ``M`` (e.g. a few hundred anchor points) for large clouds.
+    """
+    if mode not in AFFINITY_MODES:
+        raise KdpcError(f"affinity mode must be one of {AFFINITY_MODES}, got {mode!r}")
+    t = _check_temperature(temperature)
+    _check_feats(student_feats, teacher_feats)
+    with _autocast_off(student_feats):
+        fs = F.normalize(student_feats.float(), p=2, dim=-1)
+        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
+        a_s = torch.bmm(fs, fs.transpose(1, 2))
+        a_t = torch.bmm(ft, ft.transpose(1, 2))
+        if mode == "mse":
+            return (a_s - a_t).pow(2).mean()
+        s = F.log_softmax(a_s / t, dim=-1)
+        q = F.log_softmax(a_t / t, dim=-1)
+        return (t * t) * _kl_rows(q, s).mean()
+
+
+def cross_sample_relation_loss(
+    student_feats: Tensor,
+    teacher_feats: Tensor,
+    temperature: float = 2.0,
+) -> Tensor:
+    """Cross-sample relation distillation over every ordered pair of samples (SRKD, after CIRKD's mini-batch loss).
+
+    With L2-normalised rows, for every ordered pair ``(i, j)`` (``i == j`` included) ``S_ij = F_i F_j^T`` is an
+    ``M x M`` similarity map; each row becomes ``softmax(S_ij[m, :] / T)`` and the loss is
+    ``T^2 * mean_{i,j,m} KL(teacher row || student row)``. Computed for all pairs at once with ``einsum``.
+
+    Args:
+        student_feats: ``[B, M, Ds]``.
+        teacher_feats: ``[B, M, Dt]``; detached inside.
+        temperature: ``T > 0``.
+
+    Memory is ``O(B^2 M^2)`` floats per side (B=16, M=256 is 16.8M floats): subsample ``M``.
+    """
+    t = _check_temperature(temperature)
+    _check_feats(student_feats, teacher_feats)
+    with _autocast_off(student_feats):
+        fs = F.normalize(student_feats.float(), p=2, dim=-1)
+        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
+        s_map = torch.einsum("imd,jnd->ijmn", fs, fs)  # [B, B, M, M]
+        t_map = torch.einsum("imd,jnd->ijmn", ft, ft)
+        s = F.log_softmax(s_map / t, dim=-1)
+        q = F.log_softmax(t_map / t, dim=-1)
+        return (t * t) * _kl_rows(q, s).mean()
+
+
+class FeatureProjector(nn.Module):
+    """Learned student-to-teacher feature projector: ``Linear -> BatchNorm -> ReLU -> Linear``.
+
+    Maps per-point features ``[..., Ds]`` (typically ``[B, M, Ds]``) to ``[..., Dt]``. The point-wise Linear is
+    the same map as a 1x1 Conv1d; BatchNorm normalises over all leading positions (all samples and points), as
+    ``BatchNorm1d`` after a 1x1 conv would. Part of the student during training, discarded afterwards.
+
+    Args:
+        in_dim: student feature width ``Ds``.
+        out_dim: teacher feature width ``Dt``.
+        hidden_dim: width of the hidden layer; defaults to ``out_dim``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        if in_dim <= 0 or out_dim <= 0 or (hidden_dim is not None and hidden_dim <= 0):
+            raise KdpcError("projector dimensions must be positive")
+        hidden = out_dim if hidden_dim is None else hidden_dim
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.fc1 = nn.Linear(in_dim, hidden, bias=False)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_dim:
+            raise KdpcError(f"projector expects {self.in_dim}-dim features, got shape {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        h = self.fc1(x.reshape(-1, self.in_dim))
+        h = self.act(self.bn(h))
+        return self.fc2(h).reshape(*lead, self.out_dim)

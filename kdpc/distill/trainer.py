@@ -1,0 +1,236 @@
+"""``kdpc distill``: train a student from a record store alone (the teacher is never loaded), or, as the baseline,
+with ``--online-teacher`` (the only path here that loads a teacher)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..augment import AugmentConfig, PointAugmentConfig
+from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..config import config_to_dict, save_yaml
+from ..data import create_dataset
+from ..engine import default_workers, evaluate, make_optimizer, make_scheduler, model_forward, primary_metric
+from ..engine import resolve_device, seed_everything
+from ..errors import KdpcError
+from ..loop import LoopHooks, LoopState, fit
+from ..models import count_parameters, create_model, model_task
+from .dataset import RecordedViews, check_provenance
+from .losses import kd_loss, label_smoothing_ce, nwsd_loss
+from .self_targets import make_self_target
+
+NWSD_SOURCES = ("ema", "past", "sharpen")
+
+
+@dataclass
+class DistillConfig:
+    records: str | None = None
+    student: str = "pointnet-tiny"
+    student_cfg: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.2
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    temperature: float = 4.0
+    nwsd_weight: float = -0.05
+    nwsd_source: str = "ema"
+    nwsd_max_kl: float = 0.5
+    nwsd_temperature: float | None = None  # defaults to `temperature`
+    ema_decay: float = 0.99
+    sharpen_temperature: float = 2.0
+    point_augment: dict[str, Any] = field(default_factory=dict)
+    online_teacher: str | None = None
+    online_views: int = 10
+    online_seed: int = 0
+    online_augment: dict[str, Any] = field(default_factory=dict)
+    eval_every: int = 1
+    out: str | None = None
+    resume: bool = False
+    device: str = "auto"
+    amp: bool = True
+    workers: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nwsd_source not in NWSD_SOURCES:
+            raise KdpcError(f"--nwsd-source must be one of {', '.join(NWSD_SOURCES)}, got {self.nwsd_source!r}")
+        if self.temperature <= 0:
+            raise KdpcError("--temperature must be > 0")
+        if self.records is None and self.online_teacher is None:
+            raise KdpcError("give --records STORE (offline distillation) or --online-teacher CKPT (the baseline)")
+
+
+def default_out(cfg: DistillConfig) -> Path:
+    source = Path(str(cfg.records or cfg.online_teacher).rstrip("/")).name.split(".")[0]
+    return Path("runs") / f"{cfg.student}-{source}{'-online' if cfg.online_teacher else ''}"
+
+
+def distill(cfg: DistillConfig, log=print) -> tuple[LoopState, Path]:
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    _prepare_out(out, cfg.resume)
+
+    reader = None
+    teacher = None
+    if cfg.online_teacher is None:
+        from ..records import RecordReader  # imported here: the online path never opens a store
+
+        reader = RecordReader(cfg.records)
+        header = reader.header
+        data_info, augment, run_seed, num_views = header.dataset, None, header.run_seed, header.num_views
+        source = {"records": str(cfg.records), "teacher": header.teacher, "store_created": header.created,
+                  "codec": header.codec, "views": header.num_views}
+    else:
+        ckpt = load_checkpoint(cfg.online_teacher)
+        teacher = ckpt.build_model(device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        data_info, run_seed, num_views = ckpt.dataset, cfg.online_seed, cfg.online_views
+        augment = AugmentConfig.from_dict(cfg.online_augment)
+        source = {"online_teacher": str(cfg.online_teacher), "teacher_arch": ckpt.arch}
+
+    train_set = create_dataset(data_info["name"], root=cfg.data_root, split=data_info.get("split", "train"),
+                               num_points=data_info.get("num_points"), **data_info.get("config", {}))
+    test_set = create_dataset(data_info["name"], root=cfg.data_root, split="test",
+                              num_points=data_info.get("num_points"), **data_info.get("config", {}))
+    if reader is not None:
+        check_provenance(reader.header, train_set)
+        reader.load_all()
+        log(f"records: {reader.num_records} ({reader.num_samples} samples x {reader.num_views} views, "
+            f"codec {reader.header.codec}) from {cfg.records}")
+
+    task = train_set.task
+    if model_task(cfg.student) != task:
+        raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {task}")
+    num_outputs = train_set.num_parts if task == "partseg" else train_set.num_classes
+    student_cfg = dict(cfg.student_cfg)
+    if task == "partseg":
+        student_cfg.setdefault("num_categories", train_set.num_classes)
+    student = create_model(cfg.student, num_classes=num_outputs, **student_cfg).to(device)
+    log(f"student {cfg.student}: {count_parameters(student):,} parameters, device {device}")
+
+    views = RecordedViews(train_set, PointAugmentConfig.from_dict(cfg.point_augment), cfg.seed, reader=reader,
+                          augment=augment, run_seed=run_seed, num_views=num_views)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    loader = DataLoader(views, batch_size=cfg.batch_size, shuffle=True, drop_last=len(views) > cfg.batch_size,
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    optimizer = make_optimizer(student, cfg.lr, cfg.weight_decay)
+    steps = max(1, len(loader))
+    scheduler = make_scheduler(optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps)
+
+    use_nwsd = cfg.nwsd_weight != 0
+    self_target = None
+    if use_nwsd:
+        self_target = make_self_target(cfg.nwsd_source, model=student, decay=cfg.ema_decay,
+                                       num_records=len(train_set) * num_views, num_classes=num_outputs,
+                                       sharpen_temperature=cfg.sharpen_temperature)
+        if cfg.nwsd_source == "ema":
+            self_target.ema.to(device)
+    nwsd_t = cfg.nwsd_temperature or cfg.temperature
+    last: dict[str, Any] = {}
+
+    def loader_for_epoch(epoch: int):
+        views.set_epoch(epoch)
+        loader.generator.manual_seed(cfg.seed * 1000003 + epoch)  # per-epoch order: resume sees the same batches
+        return loader
+
+    def step(batch: dict[str, Any]):
+        points = batch["points"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)
+        logits = model_forward(student, points, label).float()
+        target = batch["parts"].to(device) if task == "partseg" else label
+        terms = {"ce": label_smoothing_ce(logits, target, smoothing=cfg.label_smoothing)}
+        if teacher is not None:
+            with torch.inference_mode():
+                teacher_logprobs = F.log_softmax(model_forward(teacher, points, label).float(), dim=-1)
+            teacher_logprobs = teacher_logprobs.clone()
+        else:
+            teacher_logprobs = batch["teacher_logprobs"].to(device, non_blocking=True).float()
+        terms["kd"] = kd_loss(logits, teacher_logprobs, cfg.temperature)
+        total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
+        if self_target is not None:
+            record_ids = batch["record"].to(device)
+            q_self, mask = self_target.targets(logits, inputs=points if task == "cls" else (points, label),
+                                               record_ids=record_ids)
+            nwsd, at_cap = nwsd_loss(logits, q_self, nwsd_t, cfg.nwsd_max_kl, mask=mask)
+            terms["nwsd"] = nwsd
+            terms["nwsd_at_cap"] = at_cap
+            total = total + cfg.nwsd_weight * nwsd
+            last.update(logits=logits.detach(), record_ids=record_ids)
+        terms["total"] = total.detach()
+        return total, {k: v.item() for k, v in terms.items()}
+
+    def after_step() -> None:
+        if self_target is not None:
+            self_target.update(model=student, student_logits=last.get("logits"), record_ids=last.get("record_ids"))
+
+    dataset_info = train_set.describe()
+
+    def save(path: Path, metrics: dict[str, Any], training_state: dict[str, Any] | None) -> None:
+        save_checkpoint(path, Checkpoint(
+            arch=cfg.student, model_config=student_cfg, num_classes=num_outputs,
+            class_names=list(train_set.part_names if task == "partseg" else train_set.class_names), task=task,
+            dataset=dataset_info, state_dict=student.state_dict(), metrics=metrics,
+            provenance={"trained_by": "kdpc distill", "source": _jsonable(source), "config": config_to_dict(cfg)},
+            training_state=training_state))
+
+    hooks = LoopHooks(
+        loader_for_epoch=loader_for_epoch, step=step, after_step=after_step,
+        evaluate=lambda: evaluate(student, test_set, device, batch_size=max(64, cfg.batch_size)),
+        save_checkpoint=save,
+        extra_state=lambda: {"self_target": self_target.state_dict()} if self_target is not None else {},
+        load_extra_state=lambda s: self_target.load_state_dict(s["self_target"]) if self_target is not None else None,
+    )
+    resume_state = _resume_state(out / "last.pt", student, device) if cfg.resume else None
+    save_yaml(config_to_dict(cfg), out / "config.yaml")
+    state = fit(student, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
+                best_path=out / "student.pt", last_path=out / "last.pt", metrics_path=out / "metrics.jsonl",
+                eval_every=cfg.eval_every, amp=cfg.amp, resume_state=resume_state, desc=f"distill {cfg.student}")
+    from .plots import plot_curves
+
+    plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{cfg.student} <- {source.get('records') or source.get('online_teacher')}")
+    return state, out
+
+
+def _prepare_out(out: Path, resume: bool) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KdpcError(f"cannot create the run folder {out}: {exc.strerror}") from None
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise KdpcError(f"--resume: {out}/last.pt does not exist; start without --resume")
+    elif (out / "metrics.jsonl").exists():
+        raise KdpcError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _resume_state(path: Path, student: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    ckpt = load_checkpoint(path)
+    if ckpt.training_state is None:
+        raise KdpcError(f"{path} holds no training state to resume from")
+    student.load_state_dict(ckpt.state_dict)
+    student.to(device)
+    # metrics.jsonl gets the resumed epochs appended; drop lines past the snapshot so nothing is duplicated.
+    metrics = path.parent / "metrics.jsonl"
+    if metrics.exists():
+        done = int(ckpt.training_state["epoch"])
+        lines = [line for line in metrics.read_text().splitlines() if line.strip()][:done]
+        metrics.write_text("".join(line + "\n" for line in lines))
+    return ckpt.training_state
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

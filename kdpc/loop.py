@@ -1,0 +1,136 @@
+"""The one epoch loop shared by ``kdpc train`` and ``kdpc distill``.
+
+It owns stepping, the schedule, AMP, progress, evaluation, best/last checkpoints, ``metrics.jsonl`` and resume;
+the caller supplies the data per epoch and a step function that returns the loss and its terms.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from tqdm import tqdm
+
+from .progress import progress
+
+from .engine import autocast, rng_state, set_rng_state
+from .errors import KdpcError
+
+StepFn = Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # epochs finished
+    best_metric: float = -math.inf
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LoopHooks:
+    loader_for_epoch: Callable[[int], Iterable[dict[str, Any]]]
+    step: StepFn
+    evaluate: Callable[[], dict[str, float]]
+    save_checkpoint: Callable[[Path, dict[str, float], dict[str, Any] | None], None]
+    after_step: Callable[[], None] = lambda: None
+    extra_state: Callable[[], dict[str, Any]] = dict
+    load_extra_state: Callable[[dict[str, Any]], None] = lambda state: None
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    hooks: LoopHooks,
+    *,
+    epochs: int,
+    device: torch.device,
+    primary: str,
+    best_path: Path,
+    last_path: Path | None = None,
+    metrics_path: Path | None = None,
+    eval_every: int = 1,
+    amp: bool = True,
+    grad_clip: float | None = 10.0,
+    resume_state: dict[str, Any] | None = None,
+    desc: str = "train",
+    log: Callable[[str], None] = lambda line: tqdm.write(line),
+) -> LoopState:
+    state = LoopState()
+    if resume_state is not None:
+        state = _restore(resume_state, model, optimizer, scheduler, hooks)
+        log(f"resuming after epoch {state.epoch}/{epochs}")
+    for epoch in range(state.epoch, epochs):
+        model.train()
+        started = time.perf_counter()
+        sums: dict[str, float] = {}
+        count = 0
+        bar = progress(hooks.loader_for_epoch(epoch), desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
+        for batch in bar:
+            with autocast(device, amp):
+                loss, terms = hooks.step(batch)
+            if not torch.isfinite(loss):
+                raise KdpcError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr or check the inputs")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            hooks.after_step()
+            count += 1
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
+        record.update({f"loss/{k}": v / max(count, 1) for k, v in sums.items()})
+        record["train_time_s"] = time.perf_counter() - started
+        is_last = epoch + 1 == epochs
+        if (epoch + 1) % eval_every == 0 or is_last:
+            metrics = hooks.evaluate()
+            record.update(metrics)
+            if metrics[primary] > state.best_metric:
+                state.best_metric = metrics[primary]
+                state.best_metrics = {**metrics, "epoch": epoch + 1}
+                hooks.save_checkpoint(best_path, state.best_metrics, None)
+            log(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({record['train_time_s']:.1f}s)")
+        state.epoch = epoch + 1
+        state.history.append(record)
+        if metrics_path is not None:
+            with open(metrics_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if last_path is not None:
+            hooks.save_checkpoint(last_path, {**record}, _snapshot(state, optimizer, scheduler, hooks))
+    return state
+
+
+def _snapshot(state: LoopState, optimizer, scheduler, hooks: LoopHooks) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch,
+        "best_metric": state.best_metric,
+        "best_metrics": state.best_metrics,
+        "history_json": json.dumps(state.history),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "extra": hooks.extra_state(),
+    }
+
+
+def _restore(snapshot: dict[str, Any], model, optimizer, scheduler, hooks: LoopHooks) -> LoopState:
+    optimizer.load_state_dict(snapshot["optimizer"])
+    scheduler.load_state_dict(snapshot["scheduler"])
+    set_rng_state(snapshot["rng"])
+    hooks.load_extra_state(snapshot.get("extra", {}))
+    return LoopState(
+        epoch=int(snapshot["epoch"]),
+        best_metric=float(snapshot["best_metric"]),
+        best_metrics=dict(snapshot["best_metrics"]),
+        history=json.loads(snapshot["history_json"]),
+    )

@@ -1,0 +1,54 @@
+"""The views a recording run feeds its teacher: record r = (view r // S, sample r % S), params from the seed."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+from torch.utils.data import Dataset, Sampler
+
+from ..augment import AugmentConfig, draw_params, params_at
+from ..engine import replay_view
+
+
+def record_coordinates(records: np.ndarray, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """View-major order: ``(sample, view)`` of each record index."""
+    records = np.asarray(records, dtype=np.int64)
+    return records % num_samples, records // num_samples
+
+
+class RecordViews(Dataset):
+    """Item r is the exact teacher input of record r (augmentation runs in DataLoader workers)."""
+
+    def __init__(self, dataset: Any, augment: AugmentConfig, run_seed: int) -> None:
+        self.dataset = dataset
+        self.augment = augment
+        self.run_seed = run_seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, record: int) -> dict[str, Any]:
+        sample, view = record_coordinates(np.array([record]), len(self.dataset))
+        params = params_at(draw_params(self.augment, self.run_seed, sample, view), 0)
+        points, parts = replay_view(self.dataset, int(sample[0]), params)
+        item = {"points": points[:, :3], "record": record, "label": int(self.dataset.labels[sample[0]])}
+        if parts is not None:
+            item["parts"] = parts.astype(np.int64)
+        return item
+
+
+class BlockBatches(Sampler[list[int]]):
+    """Batches of record indices that never straddle two blocks, so a block is finished by whole batches."""
+
+    def __init__(self, block_ranges: list[tuple[int, int]], batch_size: int) -> None:
+        self.block_ranges = block_ranges
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for start, stop in self.block_ranges:
+            for first in range(start, stop, self.batch_size):
+                yield list(range(first, min(first + self.batch_size, stop)))
+
+    def __len__(self) -> int:
+        return sum(-(-(stop - start) // self.batch_size) for start, stop in self.block_ranges)

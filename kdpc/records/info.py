@@ -1,0 +1,96 @@
+"""``store_info``: what a store holds, how big it is, how good its teacher was, and where it came from."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import KdpcError
+from .backends import open_store, read_header
+from .reader import RecordReader, completeness
+from .schema import array_specs
+
+
+def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
+    """A JSON-able summary. ``accuracy=False`` skips reading the teacher outputs (fast, metadata only).
+
+    Keys: path, backend, task, records, samples, views, classes, class_names, codec, codec_resolution,
+    chunk_records, blocks, blocks_done, complete, bytes_on_disk, bytes_per_record, array_bytes,
+    teacher_accuracy, problem (set when the outputs could not be read), and the provenance: teacher, dataset,
+    augment, params, run_seed, num_points, schema_version, kdpc_version, created, extra.
+    """
+    backend = open_store(path, "r")
+    header = read_header(backend)
+    complete, done, _flags = completeness(backend, header)
+    size = backend.bytes_on_disk()
+    codec = header.codec_obj()
+    info: dict[str, Any] = {
+        "path": backend.location,
+        "backend": backend.kind,
+        "task": header.task,
+        "records": header.num_records,
+        "samples": header.num_samples,
+        "views": header.num_views,
+        "classes": header.num_classes,
+        "class_names": list(header.class_names),
+        "codec": header.codec,
+        "codec_resolution": codec.resolution,
+        "chunk_records": header.chunk_records,
+        "blocks": header.num_blocks,
+        "blocks_done": done,
+        "complete": complete,
+        "completion": f"{done}/{header.num_blocks} blocks",
+        "bytes_on_disk": size,
+        "bytes_per_record": (size / header.num_records) if size is not None else None,
+        "array_bytes": {s.name: backend.array_bytes(s.name) for s in array_specs(header)},
+        "teacher_accuracy": None,
+        "problem": None,
+    }
+    if accuracy and done:
+        try:
+            reader = RecordReader(path, require_complete=False)
+            info["teacher_accuracy"] = reader.teacher_accuracy()
+        except KdpcError as exc:
+            info["problem"] = str(exc)
+    info.update(
+        {
+            "teacher": header.teacher,
+            "dataset": header.dataset,
+            "augment": header.augment,
+            "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in header.params],
+            "run_seed": header.run_seed,
+            "num_points": header.num_points,
+            "schema_version": header.schema_version,
+            "kdpc_version": header.kdpc_version,
+            "created": header.created,
+            "extra": header.extra,
+        }
+    )
+    return info
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """``store_info`` as the human-readable block ``kdpc records info`` prints."""
+    teacher = info.get("teacher") or {}
+    dataset = info.get("dataset") or {}
+    metrics = teacher.get("metrics") or {}
+    acc = info.get("teacher_accuracy")
+    lines = [
+        f"store      {info['path']} ({info['backend']}, schema {info['schema_version']}, {info['completion']}"
+        f"{'' if info['complete'] else ', INCOMPLETE'})",
+        f"records    {info['records']:,} = {info['samples']:,} samples x {info['views']} views, "
+        f"{info['classes']} classes, task {info['task']}",
+        f"codec      {info['codec']}: {info['codec_resolution']}",
+        f"size       {info['bytes_on_disk']:,} bytes on disk, {info['bytes_per_record']:.1f} bytes/record",
+        f"teacher    {teacher.get('arch', '?')} ({teacher.get('num_params', 0):,} params), sha256 "
+        f"{str(teacher.get('sha256', '?'))[:16]}…, test "
+        + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
+        f"           accuracy on the recorded views: {'n/a' if acc is None else f'{100 * acc:.2f}%'}",
+        f"dataset    {dataset.get('name', '?')}/{dataset.get('split', '?')}, {dataset.get('num_samples', '?')} samples, "
+        f"{info.get('num_points')} points, fingerprint {str(dataset.get('fingerprint', '?'))[:16]}…",
+        f"augment    {json.dumps(info.get('augment', {}), sort_keys=True)}, run seed {info.get('run_seed')}",
+        f"made by    kdpc {info.get('kdpc_version')} at {info.get('created')}",
+    ]
+    if info.get("problem"):
+        lines.append(f"problem    {info['problem']}")
+    return "\n".join(lines)

@@ -1,0 +1,248 @@
+"""The record store's header and array layout: the one place that names arrays, dtypes, shapes and chunks.
+
+Records are VIEW-MAJOR: record ``r`` holds view ``r // num_samples`` of sample ``r % num_samples``. Blocks are the
+chunk-aligned record ranges ``[b * chunk_records, min((b + 1) * chunk_records, num_records))``; a block is the unit
+of writing, resuming and completeness (``blocks_done[b] == 1``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import PurePath
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import __version__
+from ..augment import AugmentConfig, ParamSpec, param_specs
+from ..errors import KdpcError
+from .codecs import DEFAULT_CODEC, Codec, get_codec
+
+SCHEMA_VERSION = 1
+TASKS = ("cls",)  # "partseg" (per-point outputs, a point axis after the record axis) is planned, not implemented
+DEFAULT_CHUNK_RECORDS = 4096
+MAX_VIEWS = 65535  # view ids are uint16
+MAX_RECORDS = 2**31 - 1  # record and sample ids are int32
+OUTPUT_GROUP = "output"
+BLOCKS_DONE = "blocks_done"
+LABELS = "labels"
+RESERVED_NAMES = frozenset({"sample", "view", LABELS, BLOCKS_DONE, OUTPUT_GROUP, "logprobs"})
+HEADER_ATTR = "kdpc"
+COMPLETE_ATTR = "complete"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types only (numpy scalars/arrays, tuples, paths and dataclasses converted); fails loudly otherwise."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)  # JSON has no inf/nan
+        return value
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    raise TypeError(f"record store header values must be JSON-able, got {type(value).__name__}: {value!r}")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of a store. ``per`` says what its first axis counts: record, sample or block."""
+
+    name: str  # path inside the store, e.g. "scale" or "output/q"
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    dims: tuple[str, ...]
+    per: str  # "record" | "sample" | "block"
+
+    @property
+    def tail(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    @property
+    def nchunks(self) -> int:
+        return max(1, math.ceil(self.shape[0] / self.chunks[0])) if self.shape[0] else 0
+
+
+@dataclass(kw_only=True)
+class StoreHeader:
+    """Everything a store needs to be read and replayed without the run that wrote it (JSON under attr ``kdpc``)."""
+
+    num_samples: int
+    num_views: int
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    codec: str = DEFAULT_CODEC
+    chunk_records: int = DEFAULT_CHUNK_RECORDS
+    params: list[ParamSpec] = field(default_factory=list)  # empty -> param_specs(AugmentConfig.from_dict(augment))
+    augment: dict = field(default_factory=dict)
+    run_seed: int = 0
+    num_points: int = 0
+    teacher: dict = field(default_factory=dict)  # arch, config, num_params, sha256, metrics
+    dataset: dict = field(default_factory=dict)  # name, split, num_samples, num_points, fingerprint, config
+    task: str = "cls"
+    schema_version: int = SCHEMA_VERSION
+    kdpc_version: str = __version__
+    created: str = field(default_factory=utc_now)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if hasattr(self.augment, "to_dict"):  # an AugmentConfig
+            self.augment = self.augment.to_dict()
+        self.augment = dict(self.augment or {})
+        if not self.params:
+            self.params = param_specs(AugmentConfig.from_dict(self.augment))
+        self.params = [p if isinstance(p, ParamSpec) else ParamSpec(p["name"], tuple(p["shape"]), p["dtype"]) for p in self.params]
+        self.params = [ParamSpec(p.name, tuple(int(x) for x in p.shape), str(np.dtype(p.dtype))) for p in self.params]
+        self.class_names = [str(c) for c in self.class_names]
+        self.validate()
+
+    # ---------------------------------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise KdpcError(
+                f"record store schema version {self.schema_version} is not supported by kdpc {__version__} "
+                f"(it reads version {SCHEMA_VERSION}); use the kdpc version that wrote it or upgrade kdpc"
+            )
+        if self.task not in TASKS:
+            raise KdpcError(f"record task {self.task!r} is not supported yet; supported: {', '.join(TASKS)}")
+        for name in ("num_samples", "num_views", "num_classes", "chunk_records"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise KdpcError(f"record header {name} must be a positive integer, got {value!r}")
+            setattr(self, name, int(value))
+        if self.num_views > MAX_VIEWS:
+            raise KdpcError(f"at most {MAX_VIEWS} views per sample can be recorded, got {self.num_views}")
+        if self.num_records > MAX_RECORDS:
+            raise KdpcError(f"{self.num_records} records exceed the {MAX_RECORDS} a store can index; record fewer views")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise KdpcError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
+        self.codec_obj()  # raises KdpcError for unknown codecs / bad K
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names) or RESERVED_NAMES & set(names):
+            raise KdpcError(f"augmentation parameter names {names} repeat or clash with {sorted(RESERVED_NAMES)}")
+
+    def codec_obj(self) -> Codec:
+        return get_codec(self.codec, self.num_classes)
+
+    # -------------------------------------------------------------------------------------------- geometry
+    @property
+    def num_records(self) -> int:
+        return self.num_samples * self.num_views
+
+    @property
+    def num_blocks(self) -> int:
+        return math.ceil(self.num_records / self.chunk_records)
+
+    def block_range(self, block: int) -> tuple[int, int]:
+        if not 0 <= block < self.num_blocks:
+            raise IndexError(f"block {block} out of range [0, {self.num_blocks})")
+        start = block * self.chunk_records
+        return start, min(start + self.chunk_records, self.num_records)
+
+    def record_index(self, sample: Any, view: Any) -> np.ndarray:
+        """Record ids of ``(sample, view)`` pairs (broadcast, vectorised)."""
+        s, v = np.broadcast_arrays(np.asarray(sample, dtype=np.int64), np.asarray(view, dtype=np.int64))
+        if s.size and (s.min() < 0 or s.max() >= self.num_samples or v.min() < 0 or v.max() >= self.num_views):
+            raise IndexError(f"(sample, view) out of range: {self.num_samples} samples x {self.num_views} views")
+        return v * self.num_samples + s
+
+    def sample_view(self, records: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(sample, view)`` of record ids, by the view-major rule."""
+        r = np.asarray(records, dtype=np.int64)
+        return r % self.num_samples, r // self.num_samples
+
+    # ------------------------------------------------------------------------------------------------ json
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "params":
+                value = [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in value]
+            out[f.name] = jsonable(value)
+        return json.loads(json.dumps(out))  # normalised: what a store round-trip gives back
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StoreHeader":
+        if not isinstance(data, Mapping):
+            raise KdpcError("record store header is not a JSON object; the store is damaged or not a kdpc store")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise KdpcError(
+                f"record store schema version {version!r} is not supported by kdpc {__version__} "
+                f"(it reads version {SCHEMA_VERSION}); use the kdpc version that wrote it or upgrade kdpc"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+        if missing:
+            raise KdpcError(f"record store header lacks {', '.join(missing)}; the store is damaged or not a kdpc store")
+        kwargs = {k: v for k, v in data.items() if k in known}  # unknown keys: written by a newer minor version
+        try:
+            kwargs["params"] = [ParamSpec(p["name"], tuple(p["shape"]), p["dtype"]) for p in data.get("params", [])]
+        except (KeyError, TypeError) as exc:
+            raise KdpcError(f"record store header has malformed params ({exc}); the store is damaged") from None
+        return cls(**kwargs)
+
+    def diff(self, other: "StoreHeader", ignore: tuple[str, ...] = ("created", "kdpc_version")) -> list[str]:
+        """Names of the top-level fields whose values differ (used to refuse resuming with another config)."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in a if k not in ignore and a.get(k) != b.get(k)]
+
+
+# ------------------------------------------------------------------------------------------------- arrays
+def labels_dtype(num_classes: int) -> str:
+    return "int16" if num_classes <= 32767 else "int32"
+
+
+def record_array_specs(header: StoreHeader) -> list[ArraySpec]:
+    """Arrays with one row per record, chunked ``chunk_records`` along the record axis (one chunk per block; a store
+    smaller than one block has one chunk of all its records)."""
+    r, c = header.num_records, min(header.chunk_records, header.num_records)  # HDF5 chunks must fit the shape
+    specs = [
+        ArraySpec("sample", (r,), "int32", (c,), ("record",), "record"),
+        ArraySpec("view", (r,), "uint16", (c,), ("record",), "record"),
+    ]
+    for p in header.params:
+        dims = ("record",) + tuple(f"{p.name}_{i}" for i in range(len(p.shape)))
+        specs.append(ArraySpec(p.name, (r, *p.shape), p.dtype, (c, *p.shape), dims, "record"))
+    for name, (tail, dtype) in header.codec_obj().arrays(header.num_classes).items():
+        dims = ("record",) + (("class",) if tail == (header.num_classes,) else tuple(f"{name}_{i}" for i in range(len(tail))))
+        specs.append(ArraySpec(f"{OUTPUT_GROUP}/{name}", (r, *tail), str(np.dtype(dtype)), (c, *tail), dims, "record"))
+    return specs
+
+
+def array_specs(header: StoreHeader) -> list[ArraySpec]:
+    """Every array of a store, in a fixed order."""
+    s = header.num_samples
+    return record_array_specs(header) + [
+        ArraySpec(LABELS, (s,), labels_dtype(header.num_classes), (min(s, 1 << 20),), ("sample",), "sample"),
+        ArraySpec(BLOCKS_DONE, (header.num_blocks,), "uint8", (1,), ("block",), "block"),
+    ]
+
+
+def param_names(header: StoreHeader) -> list[str]:
+    return [p.name for p in header.params]
+
+
+def column_names(header: StoreHeader) -> list[str]:
+    """The columns ``RecordWriter.write_block`` takes and ``RecordReader.get`` returns."""
+    return ["sample", "view", *param_names(header), "logprobs"]

@@ -1,0 +1,357 @@
+"""``RecordWriter``: create / overwrite / resume / attach a store and write it one block at a time.
+
+A block is written completely (every array) before its flag is set, so a crash leaves at most one unflagged,
+half-written block that ``pending_blocks()`` hands out again. ``write_block`` is thread-safe for distinct blocks,
+and for zarr several processes may write distinct blocks of the same store (``attach``); one of them finalizes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import KdpcError
+from .backends import (
+    Backend,
+    H5FileBackend,
+    H5PartsBackend,
+    ZarrBackend,
+    is_h5_path,
+    local_path,
+    open_store,
+    parts_dir,
+    read_header,
+)
+from .schema import (
+    HEADER_ATTR,
+    LABELS,
+    OUTPUT_GROUP,
+    StoreHeader,
+    array_specs,
+    column_names,
+    labels_dtype,
+    record_array_specs,
+)
+
+MODES = ("create", "overwrite", "resume")
+
+
+def _exists(path: Path) -> bool:
+    if is_h5_path(path):
+        return path.exists() or parts_dir(path).exists()
+    return path.exists() or path.is_symlink()
+
+
+def _check_out_dir(path: Path) -> None:
+    parent = path.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KdpcError(f"cannot create output folder {parent} ({exc.strerror or exc}); pick a writable location") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KdpcError(f"output folder {parent} is not writable; pick a writable location")
+
+
+def _looks_like_store(path: Path) -> bool:
+    """True for something kdpc wrote (so --overwrite may delete it) or an empty folder."""
+    if is_h5_path(path):
+        if parts_dir(path).is_dir() and (parts_dir(path) / "header.json").is_file():
+            return True
+        if path.is_file():
+            try:
+                H5FileBackend(path).header_dict()
+                return True
+            except KdpcError:
+                return False
+        return not path.exists()
+    if path.is_dir():
+        if not any(path.iterdir()):
+            return True
+        meta = path / "zarr.json"
+        return meta.is_file() and f'"{HEADER_ATTR}"' in meta.read_text(encoding="utf-8", errors="replace")
+    return False
+
+
+def _remove(path: Path) -> None:
+    if is_h5_path(path):
+        for p in (path, Path(str(path) + ".tmp")):
+            if p.is_file():
+                p.unlink()
+        if parts_dir(path).exists():
+            shutil.rmtree(parts_dir(path))
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _check_labels(labels: Any, header: StoreHeader) -> np.ndarray:
+    if labels is None:
+        return np.full(header.num_samples, -1, dtype=labels_dtype(header.num_classes))
+    arr = np.asarray(labels).reshape(-1)
+    if arr.shape != (header.num_samples,):
+        raise ValueError(f"labels must have one entry per sample ({header.num_samples}), got shape {np.shape(labels)}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {arr.dtype}")
+    if arr.size and (arr.min() < -1 or arr.max() >= header.num_classes):
+        raise KdpcError(
+            f"dataset labels range over [{arr.min()}, {arr.max()}] but the teacher has {header.num_classes} classes; "
+            "check that the dataset and the teacher belong together"
+        )
+    return arr.astype(labels_dtype(header.num_classes))
+
+
+class RecordWriter:
+    """Writes blocks of records. Build with ``RecordWriter.open`` (or ``attach`` from another process)."""
+
+    def __init__(self, path: Path, backend: Backend, header: StoreHeader) -> None:
+        self.path = path
+        self._backend = backend
+        self._header = header
+        self._codec = header.codec_obj()
+        self._record_specs = {s.name: s for s in record_array_specs(header)}
+        self._columns = column_names(header)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalized = self.complete  # a finished store takes no more blocks
+
+    # ------------------------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, header: StoreHeader, mode: str = "create", labels: Any = None) -> "RecordWriter":
+        """``mode``: ``create`` (refuse an existing path), ``overwrite`` (delete it first), ``resume`` (continue
+        a store recorded with the same header, ``created`` aside). ``.h5``/``.hdf5`` -> HDF5, else zarr."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        p = local_path(path)
+        if p is None:
+            raise KdpcError(f"{path}: recording writes local stores only for now; record locally and upload the store")
+        header.validate()
+        labels_arr = _check_labels(labels, header)
+        exists = _exists(p)
+        if exists and mode == "create":
+            raise KdpcError(f"{p} exists; pass --resume to finish it or --overwrite to replace it")
+        if mode == "resume":
+            if not exists:
+                raise KdpcError(f"nothing to resume at {p}; run without --resume to start recording there")
+            return cls._resume(p, header, labels)
+        _check_out_dir(p)
+        if exists:  # overwrite
+            if not _looks_like_store(p):
+                raise KdpcError(f"{p} exists and is not a kdpc record store; refusing to delete it, pick another path")
+            _remove(p)
+        try:
+            backend: Backend
+            if is_h5_path(p):
+                backend = H5PartsBackend.create(p, header, labels_arr)
+            else:
+                backend = ZarrBackend.create(p, header, labels_arr)
+        except OSError as exc:  # permissions, read-only or full disk
+            raise KdpcError(f"cannot write the record store at {p} ({exc.strerror or exc}); pick a writable location") from None
+        return cls(p, backend, header)
+
+    @classmethod
+    def _resume(cls, p: Path, header: StoreHeader, labels: Any) -> "RecordWriter":
+        backend = open_store(p, "r") if is_h5_path(p) and p.is_file() else open_store(p, "r+")
+        stored = read_header(backend)
+        differ = stored.diff(header)
+        if differ:
+            raise KdpcError(
+                f"{p} was recorded with different settings ({', '.join(differ)}); resume with the same settings "
+                "or pass --overwrite to start over"
+            )
+        _check_structure(backend, stored, p)
+        if labels is not None:
+            old = np.asarray(backend.read(LABELS))
+            if not np.array_equal(old, _check_labels(labels, stored)):
+                raise KdpcError(f"{p} was recorded with other dataset labels; resume with the same dataset or pass --overwrite")
+        return cls(p, backend, stored)
+
+    @classmethod
+    def attach(cls, path: str | os.PathLike) -> "RecordWriter":
+        """Open a store another process created, to write some of its blocks (torchrun ranks; rank 0 creates)."""
+        p = local_path(path)
+        if p is None:
+            raise KdpcError(f"{path}: recording writes local stores only for now")
+        if is_h5_path(p) and p.is_file():
+            backend: Backend = open_store(p, "r")
+        else:
+            backend = open_store(p, "r+")
+        header = read_header(backend)
+        _check_structure(backend, header, p)
+        return cls(p, backend, header)
+
+    # ---------------------------------------------------------------------------------------------- state
+    @property
+    def header(self) -> StoreHeader:
+        return self._header
+
+    @property
+    def num_blocks(self) -> int:
+        return self._header.num_blocks
+
+    def block_range(self, block: int) -> tuple[int, int]:
+        return self._header.block_range(block)
+
+    @property
+    def complete(self) -> bool:
+        return isinstance(self._backend, H5FileBackend) or bool(self._backend.complete_attr())
+
+    def pending_blocks(self) -> list[int]:
+        """Blocks without a done flag, ascending (re-read from the store: other processes may have written)."""
+        if isinstance(self._backend, H5FileBackend):
+            return []
+        return [int(b) for b in np.flatnonzero(self._backend.blocks_done() == 0)]
+
+    # -------------------------------------------------------------------------------------------- writing
+    def write_block(self, block: int, columns: dict[str, np.ndarray]) -> None:
+        """Validate and encode one block's columns (``sample``, ``view``, each param, ``logprobs`` float [n, C]),
+        write every array, then flag the block done."""
+        if self._closed:
+            raise ValueError("write_block on a closed RecordWriter")
+        if self._finalized:
+            raise KdpcError(f"{self.path} is already complete; nothing to record (pass --overwrite to record again)")
+        start, stop = self.block_range(int(block))
+        arrays = self._prepare(int(block), start, stop, columns)
+        self._backend.write_block(int(block), start, stop, arrays)
+
+    def _prepare(self, block: int, start: int, stop: int, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        h = self._header
+        n = stop - start
+        missing = [c for c in self._columns if c not in columns]
+        extra = [c for c in columns if c not in self._columns]
+        if missing or extra:
+            raise ValueError(f"block {block}: columns must be exactly {self._columns}; missing {missing}, unexpected {extra}")
+        records = np.arange(start, stop, dtype=np.int64)
+        out: dict[str, np.ndarray] = {}
+        for name, expected in (("sample", records % h.num_samples), ("view", records // h.num_samples)):
+            values = np.asarray(columns[name]).reshape(-1)
+            if values.shape != (n,) or not np.array_equal(values, expected):
+                raise ValueError(
+                    f"block {block}: column {name!r} must be the view-major ids of records [{start}, {stop}) "
+                    f"(record r = view r // {h.num_samples}, sample r % {h.num_samples})"
+                )
+            out[name] = expected.astype(self._record_specs[name].dtype)
+        for p in h.params:
+            spec = self._record_specs[p.name]
+            values = np.asarray(columns[p.name])
+            if values.shape != (n, *p.shape):
+                raise ValueError(f"block {block}: param {p.name!r} must have shape {(n, *p.shape)}, got {values.shape}")
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                raise ValueError(f"block {block}: param {p.name!r} has non-finite values")
+            out[p.name] = np.ascontiguousarray(values, dtype=spec.dtype)
+        lp = np.asarray(columns["logprobs"])
+        if lp.shape != (n, h.num_classes):
+            raise ValueError(f"block {block}: logprobs must have shape {(n, h.num_classes)}, got {lp.shape}")
+        if not np.issubdtype(lp.dtype, np.floating):
+            raise ValueError(f"block {block}: logprobs must be floating point, got {lp.dtype}")
+        bad = np.isnan(lp).any(axis=1) | np.isposinf(lp).any(axis=1) | ~np.isfinite(lp).any(axis=1)
+        if bad.any():
+            first = start + int(np.flatnonzero(bad)[0])
+            raise KdpcError(
+                f"the teacher produced NaN/inf outputs for {int(bad.sum())} records of block {block} (first: record "
+                f"{first}, sample {first % h.num_samples}, view {first // h.num_samples}); nothing was written - check "
+                "the checkpoint and try without mixed precision"
+            )
+        for name, values in self._codec.encode(lp).items():
+            spec = self._record_specs[f"{OUTPUT_GROUP}/{name}"]
+            assert values.shape == (n, *spec.tail) and str(values.dtype) == spec.dtype, (name, values.shape, values.dtype)
+            out[spec.name] = np.ascontiguousarray(values)
+        return out
+
+    def finalize(self) -> str:
+        """Check every block flag, then mark the store complete (zarr) / assemble ``OUT.h5`` (HDF5). Idempotent."""
+        with self._lock:
+            if isinstance(self._backend, H5FileBackend):
+                if parts_dir(self.path).exists():  # crashed after the rename, before cleaning up
+                    shutil.rmtree(parts_dir(self.path), ignore_errors=True)
+                return str(self.path)
+            flags = self._backend.blocks_done()
+            done = int(flags.sum())
+            if done != self.num_blocks:
+                raise KdpcError(
+                    f"cannot finalize {self.path}: {done} of {self.num_blocks} blocks are done; record the rest with "
+                    "`kdpc record --resume`"
+                )
+            self._backend.finalize(self._header)
+            if isinstance(self._backend, H5PartsBackend):
+                self._backend = H5FileBackend(self.path)
+            self._finalized = True
+            return str(self.path)
+
+    def close(self) -> None:
+        self._closed = True
+        self._backend.close()
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RecordWriter({str(self.path)!r}, {self.num_blocks} blocks, codec={self._header.codec})"
+
+
+def _check_structure(backend: Backend, header: StoreHeader, path: Path) -> None:
+    """Every array the header implies exists with the right shape and dtype (else the store is damaged)."""
+    for spec in array_specs(header):
+        if not backend.has_array(spec.name):
+            raise KdpcError(f"{path} lacks array {spec.name!r}; it is damaged - pass --overwrite to record it again")
+        shape, dtype, _chunks = backend.array_meta(spec.name)
+        if tuple(shape) != spec.shape or np.dtype(dtype) != np.dtype(spec.dtype):
+            raise KdpcError(
+                f"{path}: array {spec.name!r} is {dtype}{list(shape)}, expected {spec.dtype}{list(spec.shape)}; "
+                "it is damaged - pass --overwrite to record it again"
+            )
+
+
+# ------------------------------------------------------------------------------------ synthetic stores (tests/bench)
+def block_columns(header: StoreHeader, block: int, logprobs: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``write_block`` columns of ``block``: view-major ids, ``draw_params(augment, run_seed)`` and the rows
+    ``logprobs[start:stop]`` of a full view-major ``[num_records, C]`` array."""
+    from ..augment import AugmentConfig, draw_params
+
+    start, stop = header.block_range(block)
+    records = np.arange(start, stop, dtype=np.int64)
+    samples, views = records % header.num_samples, records // header.num_samples
+    params = draw_params(AugmentConfig.from_dict(header.augment), header.run_seed, samples, views)
+    return {"sample": samples, "view": views, **params, "logprobs": np.asarray(logprobs)[start:stop]}
+
+
+def write_synthetic_store(
+    path: str | os.PathLike,
+    num_samples: int = 64,
+    num_views: int = 3,
+    num_classes: int = 10,
+    *,
+    blocks: Any = None,
+    finalize: bool = True,
+    mode: str = "create",
+    seed: int = 0,
+    logprobs: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    **header_kwargs: Any,
+) -> tuple[StoreHeader, np.ndarray, np.ndarray]:
+    """Write a store from ``realistic_logprobs`` (no teacher needed): for tests, demos and benchmarks.
+
+    ``blocks``: which blocks to write, in that order (default all, ascending); ``finalize=False`` leaves it
+    incomplete. ``header_kwargs`` go to ``StoreHeader`` (codec, chunk_records, augment, run_seed, ...).
+    Returns ``(header, logprobs float32 [R, C] as given to the writer, labels [S])``.
+    """
+    from .codecs import realistic_logprobs
+
+    if logprobs is None:
+        logprobs, gen_labels = realistic_logprobs(num_samples, num_views, num_classes, seed=seed)
+        labels = gen_labels if labels is None else labels
+    header_kwargs.setdefault("class_names", [f"class{i}" for i in range(num_classes)])
+    header = StoreHeader(num_samples=num_samples, num_views=num_views, num_classes=num_classes, **header_kwargs)
+    with RecordWriter.open(path, header, mode=mode, labels=labels) as writer:
+        for b in writer.pending_blocks() if blocks is None else list(blocks):
+            writer.write_block(b, block_columns(writer.header, b, logprobs))
+        if finalize:
+            writer.finalize()
+        header = writer.header
+    return header, np.asarray(logprobs), np.asarray(labels) if labels is not None else np.full(num_samples, -1)
