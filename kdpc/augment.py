@@ -137,6 +137,26 @@ def subset_indices(seed: int, num_raw: int, num_points: int) -> np.ndarray:
     return np.argsort(keys, kind="stable")[:num_points]
 
 
+ANCHOR_STREAM = 0x616E63686F727321  # "anchors!": keeps anchor keys independent of the point-subset keys
+
+
+def anchor_indices(seed: Any, num_points: int, num_anchors: int) -> np.ndarray:
+    """The ``num_anchors`` points of a view (positions in VIEW order, ascending) at which a segmentation store
+    keeps teacher features. A pure function of the view's stored ``seed``, so a reader recomputes them.
+
+    ``seed`` may be one seed (-> ``[M]``) or an array of seeds (-> ``[n, M]``). Keys
+    ``k_i = splitmix64(splitmix64(uint64(seed) ^ ANCHOR_STREAM) ^ uint64(i))`` for ``i = 0 .. N - 1``;
+    ``anchors = sort(argsort(k, kind="stable")[:M])`` (int64).
+    """
+    if not 0 <= num_anchors <= num_points:
+        raise KdpcError(f"cannot pick {num_anchors} anchors out of {num_points} points")
+    seeds = np.asarray(seed, dtype=np.uint64)
+    base = _splitmix64(seeds.reshape(-1, 1) ^ np.uint64(ANCHOR_STREAM))
+    keys = _splitmix64(base ^ np.arange(num_points, dtype=np.uint64)[None, :])
+    out = np.sort(np.argsort(keys, axis=1, kind="stable")[:, :num_anchors], axis=1).astype(np.int64)
+    return out[0] if seeds.ndim == 0 else out.reshape(*seeds.shape, num_anchors)
+
+
 def rotation_matrix(rotvec: np.ndarray) -> np.ndarray:
     """Rodrigues' formula in float64, returned as float32."""
     rotvec = np.asarray(rotvec, dtype=np.float64)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()[0][:200]
         raise KdpcError(f"{path} holds objects a weights-only load refuses ({reason}); it is not a kdpc checkpoint") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch.load raises many types on foreign bytes (RuntimeError, IndexError, EOFError, ...)
         raise KdpcError(f"{path} is not a kdpc checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise KdpcError(f"{path} is not a kdpc checkpoint (no '{FORMAT}' marker)")

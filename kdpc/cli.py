@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .distributed import is_main_process
 from .errors import KdpcError
 
 
@@ -103,7 +104,8 @@ def train_cmd(model, model_opt, dataset, data_root, dataset_opt, num_points, epo
     cfg = build_config(TrainConfig, _yaml_layer(config), flags)
     state, path = train(cfg, log=click.echo)
     best = " ".join(f"{k}={v:.4f}" for k, v in state.best_metrics.items() if k != "epoch")
-    click.echo(f"best: {best} (epoch {state.best_metrics.get('epoch')}) -> {path}")
+    if is_main_process():
+        click.echo(f"best: {best} (epoch {state.best_metrics.get('epoch')}) -> {path}")
 
 
 # -------------------------------------------------------------------------------------------------------- eval
@@ -161,7 +163,8 @@ def record_cmd(teacher, dataset, data_root, split, views, out, codec, batch_size
     if not cfg.teacher:
         raise KdpcError("--teacher CKPT is required (make one with `kdpc train`)")
     result = record(cfg, log=click.echo)
-    click.echo(f"store complete: {result.path} ({result.records_total} records)")
+    if is_main_process():
+        click.echo(f"store complete: {result.path} ({result.records_total} records)")
 
 
 @cli.group("records")
@@ -229,6 +232,7 @@ def records_verify_cmd(path, teacher, num_check, data_root, device, as_json) -> 
 @click.option("--temperature", type=float, default=None)
 @click.option("--nwsd-weight", type=float, default=None, help="Signed NWSD weight (negative: push away).")
 @click.option("--nwsd-source", type=click.Choice(["ema", "past", "sharpen"]), default=None)
+@click.option("--views", type=int, default=None, help="Use only the first K recorded views (default all).")
 @click.option("--online-teacher", default=None, type=click.Path(dir_okay=False),
               help="Baseline: classic online KD with this teacher in every step (no store).")
 @click.option("--out", default=None, help="Run folder (default runs/<student>-<store>).")
@@ -238,26 +242,27 @@ def records_verify_cmd(path, teacher, num_check, data_root, device, as_json) -> 
 @click.option("--workers", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 def distill_cmd(records, student, student_opt, data_root, epochs, batch_size, lr, kd_weight, temperature,
-                nwsd_weight, nwsd_source, online_teacher, out, resume, config, device, workers, seed) -> None:
+                nwsd_weight, nwsd_source, views, online_teacher, out, resume, config, device, workers, seed) -> None:
     """Train a student from a record store alone: CE + KD to the recorded teacher + NWSD."""
     from .config import build_config
     from .distill.trainer import DistillConfig, distill
 
     flags = _overrides(records=records, student=student, data_root=data_root, epochs=epochs, batch_size=batch_size,
                        lr=lr, kd_weight=kd_weight, temperature=temperature, nwsd_weight=nwsd_weight,
-                       nwsd_source=nwsd_source, online_teacher=online_teacher, out=out, resume=resume,
+                       nwsd_source=nwsd_source, views=views, online_teacher=online_teacher, out=out, resume=resume,
                        device=device, workers=workers, seed=seed)
     if student_opt:
         flags["student_cfg"] = _parse_kv(student_opt, "--student-opt")
     cfg = build_config(DistillConfig, _yaml_layer(config), flags)
     state, run_dir = distill(cfg, log=click.echo)
     best = " ".join(f"{k}={v:.4f}" for k, v in state.best_metrics.items() if k != "epoch")
-    click.echo(f"best: {best} (epoch {state.best_metrics.get('epoch')}) -> {run_dir}/student.pt")
+    if is_main_process():
+        click.echo(f"best: {best} (epoch {state.best_metrics.get('epoch')}) -> {run_dir}/student.pt")
 
 
 @cli.command("demo")
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--teacher", default=None, help="Teacher model (default dgcnn-tiny).")
+@click.option("--teacher", default=None, help="Teacher model (default pointmlp-tiny).")
 @click.option("--student", default=None, help="Student model (default pointnet-tiny).")
 @click.option("--epochs", type=int, default=None, help="Epochs for teacher and students.")
 @click.option("--views", type=int, default=None)
@@ -271,6 +276,12 @@ def demo_cmd(out, teacher, student, epochs, views, device, seed) -> None:
     flags = _overrides(teacher=teacher, student=student, teacher_epochs=epochs, student_epochs=epochs, views=views,
                        device=device, seed=seed)
     run_demo(out, build_config(DemoConfig, flags), log=click.echo)
+
+
+from .records_cli import COMMANDS as _RECORDS_COMMANDS  # noqa: E402 - copy, pack, unpack, merge, convert
+
+for _command in _RECORDS_COMMANDS:
+    records_group.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

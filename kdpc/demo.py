@@ -21,7 +21,7 @@ from .train import TrainConfig, train
 @dataclass
 class DemoConfig:
     dataset: str = "synthetic"
-    teacher: str = "dgcnn-tiny"
+    teacher: str = "pointmlp-tiny"
     student: str = "pointnet-tiny"
     teacher_epochs: int = 20
     student_epochs: int = 20

@@ -105,11 +105,50 @@ class EvalViews(Dataset):
         return item
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DistributedDataParallel / DataParallel (``.module``) or torch.compile (``._orig_mod``)."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def model_forward(model: torch.nn.Module, points: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-    """Classification models take points; part-segmentation models also take the object category."""
-    if getattr(model, "task", "cls") == "partseg":
-        return model(points, label if getattr(model, "num_categories", 0) else None)
+    """Classification models take points; part-segmentation models also take the object category.
+
+    ``model`` may be a DDP wrapper: the call goes through it (gradient sync) and the attributes come from the
+    module inside."""
+    inner = unwrap_model(model)
+    if getattr(inner, "task", "cls") == "partseg":
+        return model(points, label if getattr(inner, "num_categories", 0) else None)
     return model(points)
+
+
+def train_loader(dataset: Dataset, global_batch: int, world: Any, seed: int, *, workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """The training DataLoader of one rank: a ``DistributedSampler`` shuffle keyed by ``(seed, epoch)`` (call
+    ``loader.sampler.set_epoch``), ``global_batch // world.size`` items per rank and step.
+
+    The union of the ranks' k-th batches is the k-th batch of a single process with the same ``global_batch``, so
+    DDP's averaged gradient is the single-process gradient. A world of one is a plain shuffled loader.
+    """
+    from torch.utils.data.distributed import DistributedSampler
+
+    if global_batch < 1:
+        raise KdpcError("--batch-size must be >= 1")
+    if global_batch % world.size:
+        raise KdpcError(f"--batch-size {global_batch} is the global batch; it must be divisible by the "
+                        f"{world.size} processes (per-process batch = batch size / processes)")
+    per_rank = global_batch // world.size
+    # drop_last in the sampler gives every rank the same number of items (DDP needs equal step counts)
+    sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=True,
+                                 seed=seed * 1000003, drop_last=True)
+    # the generator only seeds the workers' base seed: iterating leaves the global torch RNG (dropout) alone
+    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
+                      num_workers=workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.inference_mode()
@@ -123,6 +162,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
 
 
 def evaluate(model: torch.nn.Module, dataset: Any, device: torch.device, batch_size: int = 64, workers: int = 0) -> dict[str, float]:
+    model = unwrap_model(model)  # never through DDP: evaluation runs on one rank, with no gradient sync
     loader = DataLoader(EvalViews(dataset), batch_size=batch_size, shuffle=False, num_workers=workers)
     preds, targets, cats = [], [], []
     task = getattr(model, "task", "cls")

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .progress import progress
 
+from .distributed import World, all_reduce_sum, barrier, broadcast_object, decorrelate_rng, gather_objects
 from .engine import autocast, rng_state, set_rng_state
 from .errors import KdpcError
 
@@ -61,22 +62,33 @@ def fit(
     resume_state: dict[str, Any] | None = None,
     desc: str = "train",
     log: Callable[[str], None] = lambda line: tqdm.write(line),
+    world: World = World(),
 ) -> LoopState:
+    """Train for ``epochs``. Under torchrun (``world.enabled``) ``model`` is the DDP-wrapped module, every rank runs
+    this loop on its shard of each epoch, loss terms are averaged over ranks, and only rank 0 evaluates (the others
+    wait for its metrics), logs, and writes checkpoints and ``metrics.jsonl``."""
     state = LoopState()
+    main = world.is_main
+    if not main:
+        log = _quiet
     if resume_state is not None:
-        state = _restore(resume_state, model, optimizer, scheduler, hooks)
+        state = _restore(resume_state, model, optimizer, scheduler, hooks, world)
         log(f"resuming after epoch {state.epoch}/{epochs}")
     for epoch in range(state.epoch, epochs):
         model.train()
         started = time.perf_counter()
         sums: dict[str, float] = {}
         count = 0
-        bar = progress(hooks.loader_for_epoch(epoch), desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
+        bar = progress(hooks.loader_for_epoch(epoch), desc=f"{desc} {epoch + 1}/{epochs}", leave=False,
+                       disable=None if main else True)
         for batch in bar:
             with autocast(device, amp):
                 loss, terms = hooks.step(batch)
-            if not torch.isfinite(loss):
-                raise KdpcError(f"loss became {loss.item()} at epoch {epoch + 1}; lower --lr or check the inputs")
+            shown = loss.detach().float().reshape(1)
+            if world.enabled:  # every rank stops together when any rank's loss is not finite
+                shown = all_reduce_sum(shown.clone(), world) / world.size
+            if not torch.isfinite(shown).all():
+                raise KdpcError(f"loss became {shown.item()} at epoch {epoch + 1}; lower --lr or check the inputs")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
@@ -87,30 +99,53 @@ def fit(
             count += 1
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{shown.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
-        record.update({f"loss/{k}": v / max(count, 1) for k, v in sums.items()})
+        record.update({f"loss/{k}": v for k, v in _mean_terms(sums, count, world, device).items()})
         record["train_time_s"] = time.perf_counter() - started
         is_last = epoch + 1 == epochs
         if (epoch + 1) % eval_every == 0 or is_last:
-            metrics = hooks.evaluate()
+            metrics = broadcast_object(world, hooks.evaluate() if main else None)
             record.update(metrics)
             if metrics[primary] > state.best_metric:
                 state.best_metric = metrics[primary]
                 state.best_metrics = {**metrics, "epoch": epoch + 1}
-                hooks.save_checkpoint(best_path, state.best_metrics, None)
+                if main:
+                    hooks.save_checkpoint(best_path, state.best_metrics, None)
             log(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({record['train_time_s']:.1f}s)")
         state.epoch = epoch + 1
         state.history.append(record)
-        if metrics_path is not None:
+        if metrics_path is not None and main:
             with open(metrics_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
         if last_path is not None:
-            hooks.save_checkpoint(last_path, {**record}, _snapshot(state, optimizer, scheduler, hooks))
+            snapshot = _snapshot(state, optimizer, scheduler, hooks, world)  # a collective: every rank takes part
+            if main:
+                hooks.save_checkpoint(last_path, {**record}, snapshot)
+    barrier(world)  # nobody returns before rank 0 has written everything
     return state
 
 
-def _snapshot(state: LoopState, optimizer, scheduler, hooks: LoopHooks) -> dict[str, Any]:
+def _quiet(line: str) -> None:
+    pass
+
+
+def _mean_terms(sums: dict[str, float], count: int, world: World, device: torch.device) -> dict[str, float]:
+    """Per-step means of the loss terms; under torchrun averaged over ranks (equal per-rank batches: the
+    global-batch mean)."""
+    if not world.enabled:
+        return {k: v / max(count, 1) for k, v in sums.items()}
+    keys = sorted(sums)
+    values = torch.tensor([sums[k] for k in keys] + [float(count)], dtype=torch.float64, device=device)
+    all_reduce_sum(values, world)  # nccl reduces device tensors only
+    values = values.cpu()
+    steps = max(float(values[-1]), 1.0)
+    return {k: float(values[i]) / steps for i, k in enumerate(keys)}
+
+
+def _snapshot(state: LoopState, optimizer, scheduler, hooks: LoopHooks, world: World = World()) -> dict[str, Any]:
+    rng = rng_state()
+    ranks = gather_objects(world, rng) if world.enabled else None
     return {
         "epoch": state.epoch,
         "best_metric": state.best_metric,
@@ -118,15 +153,21 @@ def _snapshot(state: LoopState, optimizer, scheduler, hooks: LoopHooks) -> dict[
         "history_json": json.dumps(state.history),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
+        "rng": rng,
+        **({"rng_ranks": ranks} if ranks is not None else {}),
         "extra": hooks.extra_state(),
     }
 
 
-def _restore(snapshot: dict[str, Any], model, optimizer, scheduler, hooks: LoopHooks) -> LoopState:
+def _restore(snapshot: dict[str, Any], model, optimizer, scheduler, hooks: LoopHooks, world: World = World()) -> LoopState:
     optimizer.load_state_dict(snapshot["optimizer"])
     scheduler.load_state_dict(snapshot["scheduler"])
-    set_rng_state(snapshot["rng"])
+    per_rank = snapshot.get("rng_ranks")
+    if per_rank is not None and len(per_rank) == world.size:
+        set_rng_state(per_rank[world.rank])  # the same world size: every rank continues its own streams
+    else:
+        set_rng_state(snapshot["rng"])
+        decorrelate_rng(world, int(snapshot["epoch"]))
     hooks.load_extra_state(snapshot.get("extra", {}))
     return LoopState(
         epoch=int(snapshot["epoch"]),

@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from .augment import AugmentConfig, PointAugmentConfig
 from .checkpoint import Checkpoint, save_checkpoint
 from .data import create_dataset
+from .distributed import World, decorrelate_rng, distributed, everywhere, on_main, rank_device, sync_batchnorm, wrap_ddp
 from .engine import EpochViews, default_workers, evaluate, make_optimizer, make_scheduler, model_forward
-from .engine import primary_metric, resolve_device, seed_everything
+from .engine import primary_metric, resolve_device, seed_everything, train_loader
 from .errors import KdpcError
 from .loop import LoopHooks, LoopState, fit
 from .models import count_parameters, create_model, model_task
@@ -41,6 +41,7 @@ class TrainConfig:
     workers: int | None = None
     amp: bool = True
     seed: int = 0
+    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
     out: str = "runs/teacher.pt"
 
 
@@ -49,38 +50,58 @@ def load_split(name: str, root: str | None, split: str, num_points: int | None, 
 
 
 def train(cfg: TrainConfig, log=print) -> tuple[LoopState, Path]:
-    seed_everything(cfg.seed)
+    """Supervised training. Under torchrun: DDP, ``batch_size`` is the global batch, rank 0 writes ``out``."""
     device = resolve_device(cfg.device)
-    train_set = load_split(cfg.dataset, cfg.data_root, "train", cfg.num_points, cfg.dataset_cfg)
-    test_set = load_split(cfg.dataset, cfg.data_root, "test", cfg.num_points, cfg.dataset_cfg)
-    task = model_task(cfg.model)
-    if task != train_set.task:
-        raise KdpcError(f"model {cfg.model} is a {task} model but dataset {cfg.dataset} is a {train_set.task} dataset")
+    with distributed(device) as world:
+        return _train(cfg, rank_device(device, world), world, log if world.is_main else _quiet)
+
+
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    pass
+
+
+def _train(cfg: TrainConfig, device: torch.device, world: World, log) -> tuple[LoopState, Path]:
+    seed_everything(cfg.seed)
+
+    def setup():
+        train_set = load_split(cfg.dataset, cfg.data_root, "train", cfg.num_points, cfg.dataset_cfg)
+        test_set = load_split(cfg.dataset, cfg.data_root, "test", cfg.num_points, cfg.dataset_cfg)
+        task = model_task(cfg.model)
+        if task != train_set.task:
+            raise KdpcError(f"model {cfg.model} is a {task} model but dataset {cfg.dataset} is a {train_set.task} dataset")
+        return train_set, test_set, task
+
+    train_set, test_set, task = everywhere(world, setup)
     num_outputs = train_set.num_parts if task == "partseg" else train_set.num_classes
     model_cfg = dict(cfg.model_cfg)
     if task == "partseg":
         model_cfg.setdefault("num_categories", train_set.num_classes)
     model = create_model(cfg.model, num_classes=num_outputs, **model_cfg).to(device)
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, device, world)
     log(f"{cfg.model}: {count_parameters(model):,} parameters; {cfg.dataset} train {len(train_set)} / test {len(test_set)}"
-        f" samples, {train_set.num_points} points, device {device}")
+        f" samples, {train_set.num_points} points, device {device}"
+        + (f", {world.size} processes (global batch {cfg.batch_size})" if world.enabled else ""))
 
     views = EpochViews(train_set, AugmentConfig.from_dict(cfg.augment), PointAugmentConfig.from_dict(cfg.point_augment), cfg.seed)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(views, batch_size=cfg.batch_size, shuffle=True, drop_last=len(views) > cfg.batch_size,
-                        num_workers=workers, generator=generator, pin_memory=device.type == "cuda")
+    loader = train_loader(views, cfg.batch_size, world, cfg.seed, workers=workers, pin_memory=device.type == "cuda")
     steps_per_epoch = max(1, len(loader))
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch)
 
+    ddp = wrap_ddp(model, device, world)  # `model` stays the plain module (evaluation, checkpoints)
+    decorrelate_rng(world, cfg.seed)
+
     def loader_for_epoch(epoch: int):
         views.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
         return loader
 
     def step(batch: dict[str, Any]):
         points = batch["points"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
-        logits = model_forward(model, points, label)
+        logits = model_forward(ddp, points, label)
         if task == "partseg":
             target = batch["parts"].to(device, non_blocking=True)
             loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), label_smoothing=cfg.label_smoothing)
@@ -101,12 +122,12 @@ def train(cfg: TrainConfig, log=print) -> tuple[LoopState, Path]:
             training_state=training_state))
 
     out = Path(cfg.out)
-    _check_writable(out)
+    on_main(world, lambda: _check_writable(out))
     hooks = LoopHooks(loader_for_epoch=loader_for_epoch, step=step,
                       evaluate=lambda: evaluate(model, test_set, device, batch_size=max(cfg.batch_size, 64)),
                       save_checkpoint=save)
-    state = fit(model, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
-                best_path=out, eval_every=cfg.eval_every, amp=cfg.amp, desc=f"train {cfg.model}")
+    state = fit(ddp, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
+                best_path=out, eval_every=cfg.eval_every, amp=cfg.amp, desc=f"train {cfg.model}", world=world)
     return state, out
 
 

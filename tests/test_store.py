@@ -69,7 +69,9 @@ def test_header_round_trip_and_geometry():
 @pytest.mark.parametrize("kw,match", [
     ({"codec": "nope"}, "unknown output codec"),
     ({"class_names": ["a"]}, "class names"),
-    ({"task": "partseg"}, "not supported yet"),
+    ({"task": "detection"}, "not supported yet"),
+    ({"task": "partseg", "num_anchors": 500}, "exceeds"),  # more anchors than points per view
+    ({"num_anchors": 4}, "partseg stores only"),
     ({"params": [ParamSpec("view", (), "uint16")]}, "clash"),
     ({"num_views": 0}, "positive integer"),
     ({"schema_version": 2}, "schema version"),

@@ -11,6 +11,7 @@ from ..augment import AugmentConfig, PointAugmentConfig, _splitmix64, apply_poin
 from ..augment import params_at
 from ..engine import point_rng, replay_view
 from ..errors import KdpcError
+from .seg import seg_item_fields
 
 
 def check_provenance(header: Any, dataset: Any) -> None:
@@ -62,7 +63,9 @@ class RecordedViews(Dataset):
         self.seed = seed
         self.augment = augment
         self.run_seed = run_seed
-        self.num_views = reader.num_views if reader is not None else int(num_views or 1)
+        self.num_views = int(num_views or (reader.num_views if reader is not None else 1))
+        if reader is not None and not 1 <= self.num_views <= reader.num_views:
+            raise KdpcError(f"--views {self.num_views}: the store holds {reader.num_views} views per sample")
         if reader is not None and reader.num_samples != len(dataset):
             raise KdpcError(f"the store holds {reader.num_samples} samples but the dataset has {len(dataset)}")
         if reader is None and augment is None:
@@ -99,6 +102,8 @@ class RecordedViews(Dataset):
             if batch is not None:
                 teacher = batch["logprobs"][k]
                 item["teacher_logprobs"] = teacher[index] if parts is not None else teacher
+                if parts is not None:
+                    item.update(seg_item_fields(batch, k, index))  # anchor features + where the anchors went
             if parts is not None:
                 item["parts"] = parts[index].astype(np.int64)
                 item["point_index"] = index

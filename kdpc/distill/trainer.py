@@ -10,19 +10,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from ..augment import AugmentConfig, PointAugmentConfig
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import config_to_dict, save_yaml
 from ..data import create_dataset
+from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distributed, everywhere, on_main
+from ..distributed import rank_device, sync_batchnorm, wrap_ddp
 from ..engine import default_workers, evaluate, make_optimizer, make_scheduler, model_forward, primary_metric
-from ..engine import resolve_device, seed_everything
+from ..engine import resolve_device, seed_everything, train_loader
 from ..errors import KdpcError
 from ..loop import LoopHooks, LoopState, fit
 from ..models import count_parameters, create_model, model_task
 from .dataset import RecordedViews, check_provenance
 from .losses import kd_loss, label_smoothing_ce, nwsd_loss
+from .seg import SrkdLoss
 from .self_targets import make_self_target
 
 NWSD_SOURCES = ("ema", "past", "sharpen")
@@ -51,6 +53,8 @@ class DistillConfig:
     sharpen_temperature: float = 2.0
     point_augment: dict[str, Any] = field(default_factory=dict)
     online_teacher: str | None = None
+    views: int | None = None  # distill from the first K recorded views only (default: all of them)
+    srkd: dict[str, Any] = field(default_factory=dict)  # segmentation losses (kdpc.distill.seg.SrkdConfig)
     online_views: int = 10
     online_seed: int = 0
     online_augment: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +65,7 @@ class DistillConfig:
     amp: bool = True
     workers: int | None = None
     seed: int = 0
+    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
 
     def __post_init__(self) -> None:
         if self.nwsd_source not in NWSD_SOURCES:
@@ -77,90 +82,127 @@ def default_out(cfg: DistillConfig) -> Path:
 
 
 def distill(cfg: DistillConfig, log=print) -> tuple[LoopState, Path]:
-    seed_everything(cfg.seed)
+    """Train a student. Under torchrun: DDP over the student, each rank its share of every epoch's records,
+    ``batch_size`` is the global batch, and rank 0 alone writes the run folder."""
     device = resolve_device(cfg.device)
+    with distributed(device) as world:
+        return _distill(cfg, rank_device(device, world), world, log if world.is_main else _quiet)
+
+
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    pass
+
+
+def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tuple[LoopState, Path]:
+    seed_everything(cfg.seed)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
-    _prepare_out(out, cfg.resume)
+    on_main(world, lambda: _prepare_out(out, cfg.resume))
 
-    reader = None
-    teacher = None
-    if cfg.online_teacher is None:
-        from ..records import RecordReader  # imported here: the online path never opens a store
+    def setup():
+        reader = teacher = augment = None
+        if cfg.online_teacher is None:
+            from ..records import RecordReader  # imported here: the online path never opens a store
 
-        reader = RecordReader(cfg.records)
-        header = reader.header
-        data_info, augment, run_seed, num_views = header.dataset, None, header.run_seed, header.num_views
-        source = {"records": str(cfg.records), "teacher": header.teacher, "store_created": header.created,
-                  "codec": header.codec, "views": header.num_views}
-    else:
-        ckpt = load_checkpoint(cfg.online_teacher)
-        teacher = ckpt.build_model(device)
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        data_info, run_seed, num_views = ckpt.dataset, cfg.online_seed, cfg.online_views
-        augment = AugmentConfig.from_dict(cfg.online_augment)
-        source = {"online_teacher": str(cfg.online_teacher), "teacher_arch": ckpt.arch}
+            reader = RecordReader(cfg.records)
+            header = reader.header
+            data_info, run_seed, num_views = header.dataset, header.run_seed, cfg.views or header.num_views
+            source = {"records": str(cfg.records), "teacher": header.teacher, "store_created": header.created,
+                      "codec": header.codec, "views": header.num_views}
+        else:
+            ckpt = load_checkpoint(cfg.online_teacher)
+            teacher = ckpt.build_model(device)
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+            data_info, run_seed, num_views = ckpt.dataset, cfg.online_seed, cfg.online_views
+            augment = AugmentConfig.from_dict(cfg.online_augment)
+            source = {"online_teacher": str(cfg.online_teacher), "teacher_arch": ckpt.arch}
 
-    train_set = create_dataset(data_info["name"], root=cfg.data_root, split=data_info.get("split", "train"),
-                               num_points=data_info.get("num_points"), **data_info.get("config", {}))
-    test_set = create_dataset(data_info["name"], root=cfg.data_root, split="test",
-                              num_points=data_info.get("num_points"), **data_info.get("config", {}))
+        train_set = create_dataset(data_info["name"], root=cfg.data_root, split=data_info.get("split", "train"),
+                                   num_points=data_info.get("num_points"), **data_info.get("config", {}))
+        test_set = create_dataset(data_info["name"], root=cfg.data_root, split="test",
+                                  num_points=data_info.get("num_points"), **data_info.get("config", {}))
+        if reader is not None:
+            check_provenance(reader.header, train_set)
+            reader.load_all()  # every rank holds the whole store: the ranks' shares change every epoch
+        if model_task(cfg.student) != train_set.task:
+            raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {train_set.task}")
+        return reader, teacher, augment, data_info, run_seed, num_views, source, train_set, test_set
+
+    reader, teacher, augment, data_info, run_seed, num_views, source, train_set, test_set = everywhere(world, setup)
     if reader is not None:
-        check_provenance(reader.header, train_set)
-        reader.load_all()
         log(f"records: {reader.num_records} ({reader.num_samples} samples x {reader.num_views} views, "
             f"codec {reader.header.codec}) from {cfg.records}")
 
     task = train_set.task
-    if model_task(cfg.student) != task:
-        raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {task}")
     num_outputs = train_set.num_parts if task == "partseg" else train_set.num_classes
     student_cfg = dict(cfg.student_cfg)
     if task == "partseg":
         student_cfg.setdefault("num_categories", train_set.num_classes)
     student = create_model(cfg.student, num_classes=num_outputs, **student_cfg).to(device)
-    log(f"student {cfg.student}: {count_parameters(student):,} parameters, device {device}")
+    if cfg.sync_bn:
+        student = sync_batchnorm(student, device, world)  # BatchNorm statistics over the global batch
+    log(f"student {cfg.student}: {count_parameters(student):,} parameters, device {device}"
+        + (f", {world.size} processes (global batch {cfg.batch_size}, {cfg.batch_size // max(world.size, 1)} "
+           "per process)" if world.enabled else ""))
 
     views = RecordedViews(train_set, PointAugmentConfig.from_dict(cfg.point_augment), cfg.seed, reader=reader,
                           augment=augment, run_seed=run_seed, num_views=num_views)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    loader = DataLoader(views, batch_size=cfg.batch_size, shuffle=True, drop_last=len(views) > cfg.batch_size,
-                        num_workers=workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    optimizer = make_optimizer(student, cfg.lr, cfg.weight_decay)
+    loader = train_loader(views, cfg.batch_size, world, cfg.seed, workers=workers, pin_memory=device.type == "cuda")
+    srkd = None
+    if task == "partseg":
+        srkd_cfg = dict(cfg.srkd)
+        if reader is None:  # the online baseline has per-point outputs but no recorded anchor features
+            srkd_cfg.update(affinity_weight=0.0, cross_weight=0.0)
+        srkd = SrkdLoss.for_student(student, reader.header if reader is not None else None, srkd_cfg).to(device)
+        if srkd.projector is not None and world.enabled:
+            srkd.projector = wrap_ddp(srkd.projector, device, world)  # its gradients are averaged like the student's
+    trainable = student if srkd is None else torch.nn.ModuleDict({"student": student, "srkd": srkd})
+    optimizer = make_optimizer(trainable, cfg.lr, cfg.weight_decay)
     steps = max(1, len(loader))
     scheduler = make_scheduler(optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps)
+
+    resume_state = everywhere(world, lambda: _resume_state(out / "last.pt", student, device, world)) if cfg.resume else None
+    model = wrap_ddp(student, device, world)  # broadcasts rank 0's weights; `student` stays the plain module
+    decorrelate_rng(world, cfg.seed)  # dropout differs per rank; rank 0 draws what a single process would
 
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
     if use_nwsd:
         self_target = make_self_target(cfg.nwsd_source, model=student, decay=cfg.ema_decay,
-                                       num_records=len(train_set) * num_views, num_classes=num_outputs,
+                                       num_records=len(train_set) * num_views,
+                                       num_classes=(train_set.num_points, num_outputs) if task == "partseg" else num_outputs,
                                        sharpen_temperature=cfg.sharpen_temperature)
         if cfg.nwsd_source == "ema":
             self_target.ema.to(device)
+    # the past-prediction bank must hold every record's last prediction on every rank: gather each step
+    gather_past = world.enabled and cfg.nwsd_source == "past"
     nwsd_t = cfg.nwsd_temperature or cfg.temperature
     last: dict[str, Any] = {}
 
     def loader_for_epoch(epoch: int):
         views.set_epoch(epoch)
-        loader.generator.manual_seed(cfg.seed * 1000003 + epoch)  # per-epoch order: resume sees the same batches
+        loader.sampler.set_epoch(epoch)  # per-epoch order keyed by (seed, epoch): resume sees the same batches
         return loader
 
     def step(batch: dict[str, Any]):
         points = batch["points"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
-        logits = model_forward(student, points, label).float()
-        target = batch["parts"].to(device) if task == "partseg" else label
-        terms = {"ce": label_smoothing_ce(logits, target, smoothing=cfg.label_smoothing)}
         if teacher is not None:
             with torch.inference_mode():
                 teacher_logprobs = F.log_softmax(model_forward(teacher, points, label).float(), dim=-1)
             teacher_logprobs = teacher_logprobs.clone()
         else:
             teacher_logprobs = batch["teacher_logprobs"].to(device, non_blocking=True).float()
-        terms["kd"] = kd_loss(logits, teacher_logprobs, cfg.temperature)
-        total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
+        if srkd is not None:  # segmentation: CE + per-point KD + affinity and cross-sample relations (SRKD)
+            on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+            logits, terms, total = srkd(model, points, label, {**on_device, "teacher_logprobs": teacher_logprobs})
+            logits = logits.float()
+        else:
+            logits = model_forward(model, points, label).float()
+            terms = {"ce": label_smoothing_ce(logits, label, smoothing=cfg.label_smoothing),
+                     "kd": kd_loss(logits, teacher_logprobs, cfg.temperature)}
+            total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
         if self_target is not None:
             record_ids = batch["record"].to(device)
             q_self, mask = self_target.targets(logits, inputs=points if task == "cls" else (points, label),
@@ -175,7 +217,11 @@ def distill(cfg: DistillConfig, log=print) -> tuple[LoopState, Path]:
 
     def after_step() -> None:
         if self_target is not None:
-            self_target.update(model=student, student_logits=last.get("logits"), record_ids=last.get("record_ids"))
+            logits, record_ids = last.get("logits"), last.get("record_ids")
+            if gather_past:
+                logits, record_ids = all_gather_cat(logits, world), all_gather_cat(record_ids, world)
+            # the EMA follows the unwrapped student: after the step its weights are the same on every rank
+            self_target.update(model=student, student_logits=logits, record_ids=record_ids)
 
     dataset_info = train_set.describe()
 
@@ -187,21 +233,38 @@ def distill(cfg: DistillConfig, log=print) -> tuple[LoopState, Path]:
             provenance={"trained_by": "kdpc distill", "source": _jsonable(source), "config": config_to_dict(cfg)},
             training_state=training_state))
 
+    def extra_state() -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self_target is not None:
+            state["self_target"] = self_target.state_dict()
+        if srkd is not None:
+            state["srkd"] = srkd.state_dict()
+        return state
+
+    def load_extra_state(state: dict[str, Any]) -> None:
+        if self_target is not None:
+            self_target.load_state_dict(state["self_target"])
+        if srkd is not None:
+            srkd.load_state_dict(state["srkd"])
+
     hooks = LoopHooks(
         loader_for_epoch=loader_for_epoch, step=step, after_step=after_step,
         evaluate=lambda: evaluate(student, test_set, device, batch_size=max(64, cfg.batch_size)),
         save_checkpoint=save,
-        extra_state=lambda: {"self_target": self_target.state_dict()} if self_target is not None else {},
-        load_extra_state=lambda s: self_target.load_state_dict(s["self_target"]) if self_target is not None else None,
+        extra_state=extra_state, load_extra_state=load_extra_state,
     )
-    resume_state = _resume_state(out / "last.pt", student, device) if cfg.resume else None
-    save_yaml(config_to_dict(cfg), out / "config.yaml")
-    state = fit(student, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
+    if world.is_main:
+        save_yaml(config_to_dict(cfg), out / "config.yaml")
+    state = fit(model, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
                 best_path=out / "student.pt", last_path=out / "last.pt", metrics_path=out / "metrics.jsonl",
-                eval_every=cfg.eval_every, amp=cfg.amp, resume_state=resume_state, desc=f"distill {cfg.student}")
-    from .plots import plot_curves
+                eval_every=cfg.eval_every, amp=cfg.amp, resume_state=resume_state, desc=f"distill {cfg.student}",
+                world=world)
+    if world.is_main:
+        from .plots import plot_curves
 
-    plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{cfg.student} <- {source.get('records') or source.get('online_teacher')}")
+        plot_curves(out / "metrics.jsonl", out / "curves.png",
+                    title=f"{cfg.student} <- {source.get('records') or source.get('online_teacher')}")
+    barrier(world)
     return state, out
 
 
@@ -217,15 +280,15 @@ def _prepare_out(out: Path, resume: bool) -> None:
         raise KdpcError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def _resume_state(path: Path, student: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    ckpt = load_checkpoint(path)
+def _resume_state(path: Path, student: torch.nn.Module, device: torch.device, world: World = World()) -> dict[str, Any]:
+    ckpt = load_checkpoint(path)  # every rank loads last.pt
     if ckpt.training_state is None:
         raise KdpcError(f"{path} holds no training state to resume from")
     student.load_state_dict(ckpt.state_dict)
     student.to(device)
     # metrics.jsonl gets the resumed epochs appended; drop lines past the snapshot so nothing is duplicated.
     metrics = path.parent / "metrics.jsonl"
-    if metrics.exists():
+    if world.is_main and metrics.exists():
         done = int(ckpt.training_state["epoch"])
         lines = [line for line in metrics.read_text().splitlines() if line.strip()][:done]
         metrics.write_text("".join(line + "\n" for line in lines))

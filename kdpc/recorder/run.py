@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,17 @@ from .. import __version__
 from ..augment import AugmentConfig, draw_params, param_specs
 from ..checkpoint import Checkpoint, file_sha256, load_checkpoint
 from ..engine import autocast, default_workers, model_forward, resolve_device
+from ..distributed import World, distributed, everywhere, on_main, raise_if_any, rank_device
 from ..errors import KdpcError
 from ..evaluate import dataset_for_checkpoint
 from ..progress import progress
 from ..records import DEFAULT_CODEC, RecordWriter, StoreHeader
+from .seg import concat_seg_outputs, make_seg_header_fields, teacher_seg_outputs, view_seeds
 from .views import BlockBatches, RecordViews, record_coordinates
 from .writer_thread import BackgroundBlockWriter
+
+
+RANK_TIMEOUT = timedelta(hours=12)
 
 
 @dataclass
@@ -40,6 +46,8 @@ class RecordConfig:
     seed: int = 0
     chunk_records: int | None = None
     augment: dict[str, Any] = field(default_factory=dict)
+    anchors: int | None = None  # segmentation: points per view whose teacher features are kept
+    feature_dim: int | None = None  # segmentation: width of the stored (projected) features
     resume: bool = False
     overwrite: bool = False
 
@@ -64,67 +72,122 @@ def teacher_provenance(ckpt: Checkpoint, path: str) -> dict[str, Any]:
 
 
 def build_header(cfg: RecordConfig, ckpt: Checkpoint, dataset: Any, augment: AugmentConfig) -> StoreHeader:
-    kwargs: dict[str, Any] = {}
+    fields: dict[str, Any] = {
+        "task": ckpt.task,
+        "num_samples": len(dataset),
+        "num_views": cfg.views,
+        "num_classes": ckpt.num_classes,
+        "class_names": list(ckpt.class_names),
+        "codec": cfg.codec or DEFAULT_CODEC,
+        "params": param_specs(augment),
+        "augment": augment.to_dict(),
+        "run_seed": cfg.seed,
+        "num_points": dataset.num_points,
+        "teacher": teacher_provenance(ckpt, cfg.teacher),
+        "dataset": dataset.describe(),
+        "kdpc_version": __version__,
+    }
     if cfg.chunk_records:
-        kwargs["chunk_records"] = cfg.chunk_records
-    return StoreHeader(
-        task=ckpt.task,
-        num_samples=len(dataset),
-        num_views=cfg.views,
-        num_classes=ckpt.num_classes,
-        class_names=list(ckpt.class_names),
-        codec=cfg.codec or DEFAULT_CODEC,
-        params=param_specs(augment),
-        augment=augment.to_dict(),
-        run_seed=cfg.seed,
-        num_points=dataset.num_points,
-        teacher=teacher_provenance(ckpt, cfg.teacher),
-        dataset=dataset.describe(),
-        kdpc_version=__version__,
-        **kwargs,
-    )
+        fields["chunk_records"] = cfg.chunk_records
+    if ckpt.task == "partseg":
+        fields.update(make_seg_header_fields(ckpt, dataset, cfg))  # per-point codec, anchors, feature projection
+    return StoreHeader(**fields)
 
 
 def record(cfg: RecordConfig, log=print, show_progress: bool = True) -> RecordResult:
+    """Record a store. Under torchrun every rank records its share of the pending blocks into the same store."""
     if cfg.resume and cfg.overwrite:
         raise KdpcError("--resume and --overwrite exclude each other")
     if cfg.views < 1 or cfg.views > 65535:
         raise KdpcError("--views must be between 1 and 65535")
     if cfg.batch_size < 1:
         raise KdpcError("--batch-size must be >= 1")
-    ckpt = load_checkpoint(cfg.teacher)
-    dataset = dataset_for_checkpoint(ckpt, cfg.dataset, cfg.data_root, cfg.split)
-    augment = AugmentConfig.from_dict(cfg.augment)
-    out = cfg.out or default_out(dataset.name)
-    header = build_header(cfg, ckpt, dataset, augment)
-    mode = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "create"
-    writer = RecordWriter.open(out, header, mode=mode, labels=dataset.labels)
-    try:
-        return _record_pending(cfg, ckpt, dataset, augment, writer, log, show_progress)
-    finally:
-        writer.close()
-
-
-def _record_pending(cfg, ckpt, dataset, augment, writer, log, show_progress) -> RecordResult:
     device = resolve_device(cfg.device)
+    # The ranks exchange only small messages (errors, the pending list, "done"): gloo, even on GPUs, with a timeout
+    # long enough for the slowest rank to finish its share while the others wait at the final barrier.
+    with distributed(device, backend="gloo", timeout=RANK_TIMEOUT) as world:
+        return _record(cfg, rank_device(device, world), world, log if world.is_main else _quiet,
+                       show_progress and world.is_main)
+
+
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    pass
+
+
+def _record(cfg: RecordConfig, device: torch.device, world: World, log, show_progress: bool) -> RecordResult:
+    def prepare():
+        ckpt = load_checkpoint(cfg.teacher)
+        dataset = dataset_for_checkpoint(ckpt, cfg.dataset, cfg.data_root, cfg.split)
+        augment = AugmentConfig.from_dict(cfg.augment)
+        out = cfg.out or default_out(dataset.name)
+        return ckpt, dataset, augment, out, build_header(cfg, ckpt, dataset, augment)
+
+    ckpt, dataset, augment, out, header = everywhere(world, prepare)
+    mode = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "create"
+    # Rank 0 alone creates / overwrites / resumes the store and lists its pending blocks (before anyone writes);
+    # a failure there (the store exists, other settings...) is raised on every rank with the same message.
+    writer: RecordWriter | None = None
+
+    def open_store():
+        nonlocal writer
+        writer = RecordWriter.open(out, header, mode=mode, labels=dataset.labels)
+        return writer.pending_blocks()
+
+    try:
+        pending = on_main(world, open_store)
+        if not world.is_main:
+            writer = everywhere(world, lambda: RecordWriter.attach(out))
+        else:
+            everywhere(world, lambda: None)
+        assert writer is not None and pending is not None
+        return _record_pending(cfg, ckpt, dataset, augment, writer, pending, device, world, log, show_progress)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _record_pending(cfg, ckpt, dataset, augment, writer, pending, device, world, log, show_progress) -> RecordResult:
     teacher = ckpt.build_model(device)
-    pending = writer.pending_blocks()
-    ranges = [writer.block_range(b) for b in pending]
     total = writer.header.num_records
-    todo = sum(stop - start for start, stop in ranges)
+    todo = sum(stop - start for start, stop in (writer.block_range(b) for b in pending))
     if todo < total:
         log(f"resuming: {total - todo} of {total} records already recorded, {todo} to go")
+    mine = pending[world.rank::world.size]  # each rank writes only its own blocks (one block = one chunk)
+    ranges = [writer.block_range(b) for b in mine]
+    my_todo = sum(stop - start for start, stop in ranges)
+    if world.enabled and pending:
+        log(f"{world.size} processes share {len(pending)} blocks")
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     loader = DataLoader(RecordViews(dataset, augment, cfg.seed), batch_sampler=BlockBatches(ranges, cfg.batch_size),
                         num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=False)
     started = time.perf_counter()
+    failure = None
+    desc = f"record {Path(str(writer.path)).name}" + (f" (rank 0 of {world.size})" if world.enabled else "")
+    bar = progress(total=my_todo, unit="rec", desc=desc, smoothing=0.1, disable=None if show_progress else True)
+    try:
+        _run_teacher(cfg, teacher, dataset, augment, writer, loader, zip(mine, ranges), device, bar)
+    except KdpcError as exc:
+        if not world.enabled:
+            raise
+        failure = f"rank {world.rank}: {exc}"
+    finally:
+        bar.close()
+    raise_if_any(world, failure)  # also the barrier: every rank has written all of its blocks
+    seconds = time.perf_counter() - started
+    path = on_main(world, writer.finalize)  # one process marks the store complete (h5: assembles the file)
+    path = str(path) if path is not None else str(writer.path)
+    if todo:
+        log(f"recorded {todo} records in {seconds:.1f}s ({todo / max(seconds, 1e-9):.0f} rec/s) -> {path}")
+    return RecordResult(Path(path), todo, total, seconds, writer.header)
+
+
+def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device, bar) -> None:
     background = BackgroundBlockWriter(writer)
-    block_iter = iter(zip(pending, ranges))
+    block_iter = iter(blocks)
     current: tuple[int, tuple[int, int]] | None = None
     outputs: list[np.ndarray] = []
-    bar = progress(total=todo, unit="rec", desc=f"record {Path(str(writer.path)).name}", smoothing=0.1,
-                   disable=None if show_progress else True)
+    finished = False
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -132,27 +195,31 @@ def _record_pending(cfg, ckpt, dataset, augment, writer, log, show_progress) -> 
                     current = next(block_iter)
                 points = batch["points"].to(device, non_blocking=True)
                 with autocast(device, cfg.amp):
-                    logits = model_forward(teacher, points, batch["label"].to(device))
-                outputs.append(F.log_softmax(logits.float(), dim=-1).cpu().numpy())
+                    if writer.header.task == "partseg":
+                        seeds = view_seeds(batch["record"].numpy(), len(dataset), augment, cfg.seed)
+                        outputs.append(teacher_seg_outputs(teacher, points, batch["label"].to(device), seeds,
+                                                           writer.header))
+                    else:
+                        logits = model_forward(teacher, points, batch["label"].to(device))
+                        outputs.append(F.log_softmax(logits.float(), dim=-1).cpu().numpy())
                 bar.update(points.shape[0])
                 block, (start, stop) = current
                 if int(batch["record"][-1]) == stop - 1:
                     background.submit(block, _block_columns(start, stop, outputs, dataset, augment, cfg.seed))
                     outputs, current = [], None
-        background.close()
+        finished = True
     finally:
-        bar.close()
-    seconds = time.perf_counter() - started
-    path = writer.finalize()
-    if todo:
-        log(f"recorded {todo} records in {seconds:.1f}s ({todo / max(seconds, 1e-9):.0f} rec/s) -> {path}")
-    return RecordResult(Path(str(path)), todo, total, seconds, writer.header)
+        if finished:
+            background.close()  # waits for the last blocks; re-raises a write error
 
 
-def _block_columns(start: int, stop: int, outputs: list[np.ndarray], dataset, augment: AugmentConfig, seed: int):
+def _block_columns(start: int, stop: int, outputs: list, dataset, augment: AugmentConfig, seed: int):
     records = np.arange(start, stop)
     samples, views = record_coordinates(records, len(dataset))
     columns: dict[str, np.ndarray] = {"sample": samples.astype(np.int32), "view": views.astype(np.uint16)}
     columns.update(draw_params(augment, seed, samples, views))
-    columns["logprobs"] = np.concatenate(outputs).astype(np.float32)
+    if isinstance(outputs[0], dict):
+        columns.update(concat_seg_outputs(outputs))
+    else:
+        columns["logprobs"] = np.concatenate(outputs).astype(np.float32)
     return columns

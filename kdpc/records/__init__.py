@@ -12,16 +12,19 @@ per view of every training sample. Format: docs/record-format.md.
 
 from .backends import open_store
 from .codecs import DEFAULT_CODEC, Codec, codec_names, get_codec, kl_divergence, log_softmax, realistic_logprobs
+from .codecs import DEFAULT_SEG_CODEC, PointCodec, get_point_codec, point_replay_check, realistic_seg_logprobs
 from .info import store_info
 from .reader import RecordReader, reader_throughput
 from .schema import SCHEMA_VERSION, ArraySpec, StoreHeader, array_specs, column_names
 from .verify import VerifyReport, verify_store
-from .writer import RecordWriter, block_columns, write_synthetic_store
+from .writer import RecordWriter, block_columns, write_synthetic_seg_store, write_synthetic_store
 
 __all__ = [
     "ArraySpec",
     "Codec",
     "DEFAULT_CODEC",
+    "DEFAULT_SEG_CODEC",
+    "PointCodec",
     "RecordReader",
     "RecordWriter",
     "SCHEMA_VERSION",
@@ -32,6 +35,9 @@ __all__ = [
     "codec_names",
     "column_names",
     "get_codec",
+    "get_point_codec",
+    "point_replay_check",
+    "realistic_seg_logprobs",
     "kl_divergence",
     "log_softmax",
     "open_store",
@@ -39,5 +45,6 @@ __all__ = [
     "realistic_logprobs",
     "store_info",
     "verify_store",
+    "write_synthetic_seg_store",
     "write_synthetic_store",
 ]

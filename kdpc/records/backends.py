@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import KdpcError
+from . import remote as _remote
 from .schema import (
     BLOCKS_DONE,
     COMPLETE_ATTR,
@@ -63,19 +64,12 @@ def is_h5_path(path: Any) -> bool:
 
 
 def is_url(path: Any) -> bool:
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+    return _remote.is_url(path)
 
 
 def local_path(path: Any) -> Path | None:
     """The local filesystem path of ``path`` (``file://`` stripped), or None for URLs and store objects."""
-    if isinstance(path, os.PathLike):
-        return Path(path)
-    if isinstance(path, str):
-        if path.startswith("file://"):
-            return Path(path[len("file://") :])
-        if not is_url(path):
-            return Path(path)
-    return None
+    return _remote.local_path(path)
 
 
 def parts_dir(path: str | os.PathLike) -> Path:
@@ -83,7 +77,7 @@ def parts_dir(path: str | os.PathLike) -> Path:
 
 
 def describe(path: Any) -> str:
-    return str(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    return _remote.redact(path)  # never show user:password@ of a URL
 
 
 def disk_usage(path: Path) -> int:
@@ -225,34 +219,23 @@ def zarr_store_like(path: Any, mode: str = "r") -> Any:
     """Turn a path / URL into something ``zarr.open_group(store=...)`` accepts; store objects pass through.
 
     Local paths -> ``LocalStore``; ``*.zip`` -> ``ZipStore`` (read-only); ``s3://``, ``https://``, ``memory://`` ...
-    -> ``FsspecStore.from_url`` (needs the matching fsspec filesystem installed).
+    -> ``FsspecStore.from_url`` (needs the matching fsspec filesystem installed). See ``kdpc.records.remote``.
     """
-    import zarr.storage
+    return _remote.zarr_store(path, mode)
 
-    read_only = mode == "r"
-    lp = local_path(path)
-    if lp is not None:
-        if str(lp).lower().endswith(".zip"):
-            if not read_only:
-                raise KdpcError(f"{lp}: zip stores are read-only; record into a directory and zip it afterwards")
-            return zarr.storage.ZipStore(lp, mode="r")
-        return zarr.storage.LocalStore(lp, read_only=read_only)
-    if isinstance(path, str):
-        try:
-            return zarr.storage.FsspecStore.from_url(path, read_only=read_only)
-        except (ImportError, ValueError) as exc:
-            raise KdpcError(f"cannot open {path}: {_cause(exc)}; install the fsspec filesystem for that URL") from None
-    return path  # a zarr Store, or an fsspec mapper zarr understands
+
+def _grid(arr: Any) -> list[tuple[int, ...]]:
+    """Every chunk coordinate of a zarr array, in C order."""
+    import itertools
+    import math
+
+    return list(itertools.product(*(range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks))))
 
 
 def _sync(coro: Any) -> Any:
     from zarr.core.sync import sync
 
     return sync(coro)
-
-
-async def _list_keys(store: Any, prefix: str) -> list[str]:
-    return [k async for k in store.list_prefix(prefix)]
 
 
 class ZarrBackend(Backend):
@@ -264,6 +247,7 @@ class ZarrBackend(Backend):
         self.local = local
         self._arrays: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._present: set[str] = set()  # chunk keys seen to exist (remote stores: saves repeated look-ups)
 
     # -------------------------------------------------------------------------------------------- opening
     @classmethod
@@ -273,12 +257,17 @@ class ZarrBackend(Backend):
         lp = local_path(path)
         if lp is not None and not lp.exists():
             raise KdpcError(f"no record store at {lp}")
+        if mode != "r" and (is_url(path) or _remote.is_zip(path)):
+            raise KdpcError(f"{describe(path)}: remote and packed stores open read-only; write a local store and "
+                            "`kdpc records copy` it there")
         try:
             group = zarr.open_group(store=zarr_store_like(path, mode), mode="r" if mode == "r" else "r+")
         except KdpcError:
             raise
-        except Exception as exc:  # not a zarr group, unreadable metadata, ...
-            raise KdpcError(f"{describe(path)} is not a kdpc record store ({_cause(exc)})") from None
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            raise KdpcError(f"no record store at {describe(path)}") from None
+        except Exception as exc:  # not a zarr group, unreadable metadata, unreachable server...
+            raise KdpcError(f"{describe(path)} is not a readable kdpc record store ({_cause(exc)})") from None
         if HEADER_ATTR not in group.attrs:
             raise KdpcError(f"{describe(path)} is a zarr group but not a kdpc record store (no '{HEADER_ATTR}' attribute)")
         return cls(group, describe(path), lp)
@@ -386,14 +375,22 @@ class ZarrBackend(Backend):
         keys = {i: self._chunk_key(name, i) for i in indices}
         if self.local is not None and not str(self.local).lower().endswith(".zip"):
             return [i for i, k in keys.items() if not (self.local / k).is_file()]
-        existing = set(_sync(_list_keys(arr.store_path.store, arr.store_path.path + "/")))
-        return [i for i, k in keys.items() if k not in existing]
+        todo = [k for k in keys.values() if k not in self._present]
+        if todo:  # zip: one listing; object stores: a listing of the array; HTTP: one HEAD per chunk (no listing)
+            self._present |= _remote.existing_keys(arr.store_path.store, todo, arr.store_path.path + "/")
+        return [i for i, k in keys.items() if k not in self._present]
 
     def bytes_on_disk(self) -> int | None:
-        if self.local is not None:
+        if self.local is not None and not _remote.is_zip(self.local):
             return disk_usage(self.local)
+        if self.local is not None:
+            return self.local.stat().st_size  # a pack: the file is what is sent around
+        store = self.group.store_path.store
         try:
-            return int(_sync(self.group.store_path.store.getsize_prefix(self.group.store_path.path)))
+            if _remote.lists_cheaply(store):
+                return int(_sync(store.getsize_prefix(self.group.store_path.path)))
+            meta, chunks = self.object_keys(StoreHeader.from_dict(self.header_dict()))
+            return self._sizes(meta + [k for keys in chunks.values() for k in keys])
         except Exception:  # noqa: BLE001 - a store without listing/sizes
             return None
 
@@ -401,9 +398,38 @@ class ZarrBackend(Backend):
         if self.local is not None and (self.local / name).is_dir():
             return disk_usage(self.local / name)
         try:
-            return int(self._array(name).nbytes_stored())
+            if _remote.lists_cheaply(self.group.store_path.store):
+                return int(self._array(name).nbytes_stored())
+            arr = self._array(name)
+            return self._sizes([f"{name}/zarr.json"] + [f"{name}/{arr.metadata.encode_chunk_key(c)}" for c in _grid(arr)])
         except Exception:  # noqa: BLE001
             return None
+
+    def _sizes(self, keys: list[str]) -> int:
+        """Summed object sizes of known keys (HEAD requests on HTTP, where nothing can be listed)."""
+        store = self.group.store_path.store
+        prefix = self.group.store_path.path
+        keys = [f"{prefix}/{k}" if prefix else k for k in keys]
+        return int(sum(_sync(_remote._gather_limited([store.getsize(k) for k in keys], 16))))
+
+    def object_keys(self, header: StoreHeader) -> tuple[list[str], dict[str, list[str]]]:
+        """Every object of the store by key (relative to the store root), derived from the header and the arrays'
+        metadata, never from a listing: ``(metadata keys, {array name: chunk keys})``. The root ``zarr.json`` comes
+        first; chunk keys are in chunk order (chunk ``b`` of a per-record array is block ``b``)."""
+        meta = ["zarr.json", f"{OUTPUT_GROUP}/zarr.json"]
+        chunks: dict[str, list[str]] = {}
+        for spec in array_specs(header):
+            arr = self._array(spec.name)
+            meta.append(f"{spec.name}/zarr.json")
+            chunks[spec.name] = [f"{spec.name}/{arr.metadata.encode_chunk_key(c)}" for c in _grid(arr)]
+        return meta, chunks
+
+    def close(self) -> None:
+        if _remote.is_zip(self.location):  # a zip keeps its file open; other stores hold no OS handle worth closing
+            try:
+                self.group.store_path.store.close()
+            except Exception:  # noqa: BLE001 - closing twice, or a store without close
+                pass
 
     # --------------------------------------------------------------------------------------------- writing
     def write_block(self, block: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:

@@ -17,7 +17,8 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
     Keys: path, backend, task, records, samples, views, classes, class_names, codec, codec_resolution,
     chunk_records, blocks, blocks_done, complete, bytes_on_disk, bytes_per_record, array_bytes,
     teacher_accuracy, problem (set when the outputs could not be read), and the provenance: teacher, dataset,
-    augment, params, run_seed, num_points, schema_version, kdpc_version, created, extra.
+    augment, params, run_seed, num_points, schema_version, kdpc_version, created, extra. partseg stores add
+    num_anchors, feature_dim, feature_projection and output_bytes_per_record / feature_bytes_per_record.
     """
     backend = open_store(path, "r")
     header = read_header(backend)
@@ -52,6 +53,17 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
             info["teacher_accuracy"] = reader.teacher_accuracy()
         except KdpcError as exc:
             info["problem"] = str(exc)
+    if header.task == "partseg":
+        records = max(header.num_records, 1)
+        out_bytes = [v for k, v in info["array_bytes"].items() if k.startswith("output/")]
+        info.update({
+            "num_anchors": header.num_anchors,
+            "feature_dim": header.feature_dim,
+            "feature_projection": header.feature_projection,
+            "output_bytes_per_record": sum(out_bytes) / records if None not in out_bytes else None,
+            "feature_bytes_per_record": (info["array_bytes"]["features"] / records
+                                         if info["array_bytes"].get("features") is not None else None),
+        })
     info.update(
         {
             "teacher": header.teacher,
@@ -75,22 +87,47 @@ def format_info(info: dict[str, Any]) -> str:
     dataset = info.get("dataset") or {}
     metrics = teacher.get("metrics") or {}
     acc = info.get("teacher_accuracy")
+    size = info.get("bytes_on_disk")
     lines = [
         f"store      {info['path']} ({info['backend']}, schema {info['schema_version']}, {info['completion']}"
         f"{'' if info['complete'] else ', INCOMPLETE'})",
         f"records    {info['records']:,} = {info['samples']:,} samples x {info['views']} views, "
         f"{info['classes']} classes, task {info['task']}",
         f"codec      {info['codec']}: {info['codec_resolution']}",
-        f"size       {info['bytes_on_disk']:,} bytes on disk, {info['bytes_per_record']:.1f} bytes/record",
-        f"teacher    {teacher.get('arch', '?')} ({teacher.get('num_params', 0):,} params), sha256 "
-        f"{str(teacher.get('sha256', '?'))[:16]}…, test "
-        + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
+        f"size       {size:,} bytes stored, {info['bytes_per_record']:.1f} bytes/record" if size is not None
+        else "size       unknown (the location cannot report object sizes)",
+        *_teacher_lines(teacher, metrics),
         f"           accuracy on the recorded views: {'n/a' if acc is None else f'{100 * acc:.2f}%'}",
         f"dataset    {dataset.get('name', '?')}/{dataset.get('split', '?')}, {dataset.get('num_samples', '?')} samples, "
         f"{info.get('num_points')} points, fingerprint {str(dataset.get('fingerprint', '?'))[:16]}…",
         f"augment    {json.dumps(info.get('augment', {}), sort_keys=True)}, run seed {info.get('run_seed')}",
         f"made by    kdpc {info.get('kdpc_version')} at {info.get('created')}",
     ]
+    if info.get("task") == "partseg":
+        proj = info.get("feature_projection") or {}
+        lines.insert(3, f"per view   {info['num_points']} points x {info['classes']} parts; features at "
+                     f"{info.get('num_anchors')} anchors x {info.get('feature_dim')} dims"
+                     + (f" (random projection from {proj.get('in_dim')}, seed {proj.get('seed')})" if proj else ""))
     if info.get("problem"):
         lines.append(f"problem    {info['problem']}")
     return "\n".join(lines)
+
+
+def _teacher_line(teacher: dict, metrics: dict) -> str:
+    return (f"{teacher.get('arch', '?')} ({int(teacher.get('num_params') or 0):,} params), sha256 "
+            f"{str(teacher.get('sha256', '?'))[:16]}…, test "
+            + " ".join(f"{k}={v:.4f}" for k, v in (metrics or {}).items() if isinstance(v, float)))
+
+
+def _teacher_lines(teacher: dict, metrics: dict) -> list[str]:
+    """One line for a teacher; for an ensemble (``kdpc records merge``) a line per member with its weight."""
+    members = teacher.get("ensemble")
+    if not isinstance(members, list):
+        return [f"teacher    {_teacher_line(teacher, metrics)}"]
+    weights = teacher.get("weights") or [None] * len(members)
+    lines = [f"teacher    ensemble of {len(members)} teachers (mean of their probabilities), combined sha256 "
+             f"{str(teacher.get('sha256', '?'))[:16]}…"]
+    for i, (member, w) in enumerate(zip(members, weights)):
+        weight = "" if w is None else f"weight {float(w):.3g}: "
+        lines.append(f"  {i + 1:>2d}.      {weight}{_teacher_line(member, member.get('metrics') or {})}")
+    return lines

@@ -7,6 +7,7 @@ record manages ~1.5k records/s; from memory this serves millions (see ``reader_t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..errors import KdpcError
 from .backends import Backend, StoreCorruptError, open_store, read_header
-from .schema import LABELS, OUTPUT_GROUP, StoreHeader, param_names, record_array_specs
+from .schema import FEATURES, LABELS, OUTPUT_GROUP, StoreHeader, param_names, record_array_specs
 
 
 def completeness(backend: Backend, header: StoreHeader) -> tuple[bool, int, np.ndarray]:
@@ -38,7 +39,8 @@ class RecordReader:
 
     def __init__(self, path: Any, require_complete: bool = True) -> None:
         self.path = path
-        self._backend = open_store(path, "r")
+        self._backend_obj: Backend | None = open_store(path, "r")
+        self._backend_pid = os.getpid()
         self.location = self._backend.location
         self.header: StoreHeader = read_header(self._backend)
         h = self.header
@@ -61,9 +63,34 @@ class RecordReader:
         self._sample = np.empty(r, dtype=np.int32)
         self._view = np.empty(r, dtype=np.uint16)
         self._param_arrays = {p.name: np.empty((r, *p.shape), dtype=p.dtype) for p in h.params}
-        self._logprobs = np.empty((r, h.num_classes), dtype=np.float32)
+        self._seg = h.task == "partseg"
+        if self._seg:  # per-point outputs stay encoded in memory (~10 kB/record) and are decoded per `get`
+            self._encoded = {s.name: np.empty(s.shape, dtype=s.dtype) for s in self._specs
+                             if s.name.startswith(OUTPUT_GROUP + "/") or s.name == FEATURES}
+        else:
+            self._logprobs = np.empty((r, h.num_classes), dtype=np.float32)
         self._loaded = np.zeros(h.num_views, dtype=bool)
         self._all_loaded = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ per-process handle
+    @property
+    def _backend(self) -> Backend:
+        """The store handle of THIS process: reopened after a fork (an fsspec/s3 handle or a zip file offset
+        inherited by a DataLoader worker must not be reused) and after unpickling (spawned workers)."""
+        if self._backend_obj is None or self._backend_pid != os.getpid():
+            self._backend_obj = open_store(self.path, "r")
+            self._backend_pid = os.getpid()
+        return self._backend_obj
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_backend_obj"] = None  # reopened lazily on the other side
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     # --------------------------------------------------------------------------------------------- shape
@@ -124,13 +151,20 @@ class RecordReader:
         self._view[start:stop] = encoded["view"]
         for name in self._params:
             self._param_arrays[name][start:stop] = encoded[name]
+        if self._seg:
+            for name, arr in self._encoded.items():
+                arr[start:stop] = encoded[name]
+            return
         prefix = OUTPUT_GROUP + "/"
         out = {k[len(prefix) :]: a for k, a in encoded.items() if k.startswith(prefix)}
         with np.errstate(all="ignore"):
             self._logprobs[start:stop] = self.codec.decode(out)
 
     def load_all(self) -> dict[str, np.ndarray]:
-        """Load every view; returns the full columns (views into the reader's memory, do not modify)."""
+        """Load every view; returns the full columns (views into the reader's memory, do not modify).
+
+        partseg: ids and params only (decoding every per-point output at once would take R*N*P*4 bytes); the
+        decoded ``logprobs``/``features``/``anchors`` come from ``get``."""
         if not self._all_loaded:
             self._load_views(np.arange(self.num_views))
         return self._columns(slice(None))
@@ -139,11 +173,31 @@ class RecordReader:
         out = {"sample": self._sample[idx], "view": self._view[idx]}
         for name, arr in self._param_arrays.items():
             out[name] = arr[idx]
+        if self._seg:
+            if not (isinstance(idx, slice) and idx == slice(None)):
+                out.update(self._decode_seg(idx, out["seed"]))
+            return out
         out["logprobs"] = self._logprobs[idx]
         return out
 
+    def _decode_seg(self, idx: Any, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        from ..augment import anchor_indices
+
+        h = self.header
+        prefix = OUTPUT_GROUP + "/"
+        out = {k[len(prefix):]: a[idx] for k, a in self._encoded.items() if k.startswith(prefix)}
+        with np.errstate(all="ignore"):
+            cols = {"logprobs": self.codec.decode(out)}
+        if FEATURES in self._encoded:
+            cols["features"] = self._encoded[FEATURES][idx].astype(np.float32)
+            cols["anchors"] = anchor_indices(seeds, h.num_points, h.num_anchors)
+        return cols
+
     def get(self, indices: Any) -> dict[str, np.ndarray]:
-        """Columns of the given record ids: ``sample``, ``view``, every param, ``logprobs`` float32 [n, C]."""
+        """Columns of the given record ids: ``sample``, ``view``, every param, ``logprobs`` float32 [n, C].
+
+        partseg: ``logprobs`` float32 [n, N, P] (decoded now), and with anchors ``features`` float32 [n, M, D] and
+        ``anchors`` int64 [n, M] (view-order point positions, ``kdpc.augment.anchor_indices(seed, N, M)``)."""
         idx = np.asarray(indices)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"record indices must be integers, got {idx.dtype}")
@@ -159,7 +213,9 @@ class RecordReader:
     # ---------------------------------------------------------------------------------------------- stats
     def teacher_accuracy(self) -> float | None:
         """Top-1 accuracy of the decoded outputs against ``labels[sample]`` over recorded (done) records with a
-        known label; None when no record qualifies."""
+        known label; None when no record qualifies (and for partseg stores, whose labels are object categories)."""
+        if self._seg:
+            return None
         cols = self.load_all()
         lab = self.labels[cols["sample"].astype(np.int64)]
         ok = (lab >= 0) & self.done_records()
@@ -168,7 +224,9 @@ class RecordReader:
         return float((cols["logprobs"][ok].argmax(axis=1) == lab[ok]).mean())
 
     def close(self) -> None:
-        self._backend.close()
+        if self._backend_obj is not None and self._backend_pid == os.getpid():
+            self._backend_obj.close()
+        self._backend_obj = None
 
     def __enter__(self) -> "RecordReader":
         return self

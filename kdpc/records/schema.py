@@ -20,17 +20,20 @@ import numpy as np
 from .. import __version__
 from ..augment import AugmentConfig, ParamSpec, param_specs
 from ..errors import KdpcError
-from .codecs import DEFAULT_CODEC, Codec, get_codec
+from .codecs import DEFAULT_CODEC, DEFAULT_SEG_CODEC, Codec, PointCodec, get_codec, get_point_codec
 
 SCHEMA_VERSION = 1
-TASKS = ("cls",)  # "partseg" (per-point outputs, a point axis after the record axis) is planned, not implemented
+TASKS = ("cls", "partseg")  # partseg: per-point outputs (a point axis after the record axis) + anchor features
 DEFAULT_CHUNK_RECORDS = 4096
+DEFAULT_SEG_CHUNK_RECORDS = 64  # a partseg record is ~10-20 kB, so blocks of 64 views are ~1 MB
+SEG_FIELDS = ("num_anchors", "feature_dim", "feature_projection")  # header keys only partseg stores write
+FEATURES = "features"
 MAX_VIEWS = 65535  # view ids are uint16
 MAX_RECORDS = 2**31 - 1  # record and sample ids are int32
 OUTPUT_GROUP = "output"
 BLOCKS_DONE = "blocks_done"
 LABELS = "labels"
-RESERVED_NAMES = frozenset({"sample", "view", LABELS, BLOCKS_DONE, OUTPUT_GROUP, "logprobs"})
+RESERVED_NAMES = frozenset({"sample", "view", LABELS, BLOCKS_DONE, OUTPUT_GROUP, "logprobs", FEATURES, "anchors"})
 HEADER_ATTR = "kdpc"
 COMPLETE_ATTR = "complete"
 
@@ -90,8 +93,8 @@ class StoreHeader:
     num_views: int
     num_classes: int
     class_names: list[str] = field(default_factory=list)
-    codec: str = DEFAULT_CODEC
-    chunk_records: int = DEFAULT_CHUNK_RECORDS
+    codec: str = ""  # "" -> the task's default: DEFAULT_CODEC (cls) or DEFAULT_SEG_CODEC (partseg)
+    chunk_records: int = 0  # 0 -> the task's default: 4096 (cls) or 64 (partseg)
     params: list[ParamSpec] = field(default_factory=list)  # empty -> param_specs(AugmentConfig.from_dict(augment))
     augment: dict = field(default_factory=dict)
     run_seed: int = 0
@@ -103,8 +106,19 @@ class StoreHeader:
     kdpc_version: str = __version__
     created: str = field(default_factory=utc_now)
     extra: dict = field(default_factory=dict)
+    # partseg only (absent from cls headers): teacher features at `num_anchors` points per view
+    # (kdpc.augment.anchor_indices), `feature_dim` wide after the optional fixed random projection
+    # `feature_projection` = {} or {"kind": "gaussian", "seed": int, "in_dim": Dt, "out_dim": feature_dim}
+    num_anchors: int = 0
+    feature_dim: int = 0
+    feature_projection: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.codec:
+            self.codec = DEFAULT_SEG_CODEC if self.task == "partseg" else DEFAULT_CODEC
+        if not self.chunk_records and not isinstance(self.chunk_records, bool):
+            self.chunk_records = DEFAULT_SEG_CHUNK_RECORDS if self.task == "partseg" else DEFAULT_CHUNK_RECORDS
+        self.feature_projection = dict(self.feature_projection or {})
         if hasattr(self.augment, "to_dict"):  # an AugmentConfig
             self.augment = self.augment.to_dict()
         self.augment = dict(self.augment or {})
@@ -136,11 +150,40 @@ class StoreHeader:
         if self.class_names and len(self.class_names) != self.num_classes:
             raise KdpcError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
         self.codec_obj()  # raises KdpcError for unknown codecs / bad K
+        if self.task == "partseg":
+            self._validate_seg()
+        elif self.num_anchors or self.feature_dim or self.feature_projection:
+            raise KdpcError("num_anchors / feature_dim / feature_projection are for partseg stores only")
         names = [p.name for p in self.params]
         if len(set(names)) != len(names) or RESERVED_NAMES & set(names):
             raise KdpcError(f"augmentation parameter names {names} repeat or clash with {sorted(RESERVED_NAMES)}")
 
-    def codec_obj(self) -> Codec:
+    def _validate_seg(self) -> None:
+        for name in ("num_points", "num_anchors", "feature_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise KdpcError(f"record header {name} must be an integer >= 0, got {value!r}")
+            setattr(self, name, int(value))
+        if self.num_points < 1:
+            raise KdpcError("a partseg store needs num_points >= 1 (the points of every view)")
+        if self.num_anchors > self.num_points:
+            raise KdpcError(f"num_anchors {self.num_anchors} exceeds the {self.num_points} points of a view")
+        if self.num_anchors and self.feature_dim < 1:
+            raise KdpcError("a partseg store with anchors needs feature_dim >= 1")
+        if not self.num_anchors and (self.feature_dim or self.feature_projection):
+            raise KdpcError("feature_dim / feature_projection need num_anchors >= 1")
+        proj = self.feature_projection
+        if proj:
+            if proj.get("kind") != "gaussian" or set(proj) != {"kind", "seed", "in_dim", "out_dim"}:
+                raise KdpcError(f"feature_projection must be {{kind: gaussian, seed, in_dim, out_dim}}, got {proj!r}")
+            if not all(isinstance(proj[k], int) and not isinstance(proj[k], bool) for k in ("seed", "in_dim", "out_dim")):
+                raise KdpcError(f"feature_projection seed, in_dim and out_dim must be integers, got {proj!r}")
+            if proj["out_dim"] != self.feature_dim or proj["in_dim"] < 1 or proj["seed"] < 0:
+                raise KdpcError(f"feature_projection {proj!r} does not fit feature_dim {self.feature_dim}")
+
+    def codec_obj(self) -> Codec | PointCodec:
+        if self.task == "partseg":
+            return get_point_codec(self.codec, self.num_classes, self.num_points)
         return get_codec(self.codec, self.num_classes)
 
     # -------------------------------------------------------------------------------------------- geometry
@@ -178,6 +221,9 @@ class StoreHeader:
             if f.name == "params":
                 value = [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in value]
             out[f.name] = jsonable(value)
+        if self.task != "partseg":  # cls headers stay exactly as before partseg existed
+            for name in SEG_FIELDS:
+                out.pop(name, None)
         return json.loads(json.dumps(out))  # normalised: what a store round-trip gives back
 
     @classmethod
@@ -225,9 +271,23 @@ def record_array_specs(header: StoreHeader) -> list[ArraySpec]:
         dims = ("record",) + tuple(f"{p.name}_{i}" for i in range(len(p.shape)))
         specs.append(ArraySpec(p.name, (r, *p.shape), p.dtype, (c, *p.shape), dims, "record"))
     for name, (tail, dtype) in header.codec_obj().arrays(header.num_classes).items():
-        dims = ("record",) + (("class",) if tail == (header.num_classes,) else tuple(f"{name}_{i}" for i in range(len(tail))))
+        dims = ("record",) + _tail_dims(header, name, tail)
         specs.append(ArraySpec(f"{OUTPUT_GROUP}/{name}", (r, *tail), str(np.dtype(dtype)), (c, *tail), dims, "record"))
+    if header.task == "partseg" and header.num_anchors:
+        tail = (header.num_anchors, header.feature_dim)
+        specs.append(ArraySpec(FEATURES, (r, *tail), "float16", (c, *tail), ("record", "anchor", "feature"), "record"))
     return specs
+
+
+def _tail_dims(header: StoreHeader, name: str, tail: tuple[int, ...]) -> tuple[str, ...]:
+    if header.task != "partseg":
+        return ("class",) if tail == (header.num_classes,) else tuple(f"{name}_{i}" for i in range(len(tail)))
+    if tail == (header.num_classes,):
+        return ("class",)
+    if tail and tail[0] == header.num_points:  # per point, then per class (dense codecs) or per kept entry
+        rest = tail[1:]
+        return ("point",) + (("class",) if rest == (header.num_classes,) else tuple(f"{name}_{i}" for i in range(len(rest))))
+    return tuple(f"{name}_{i}" for i in range(len(tail)))
 
 
 def array_specs(header: StoreHeader) -> list[ArraySpec]:
@@ -244,5 +304,9 @@ def param_names(header: StoreHeader) -> list[str]:
 
 
 def column_names(header: StoreHeader) -> list[str]:
-    """The columns ``RecordWriter.write_block`` takes and ``RecordReader.get`` returns."""
-    return ["sample", "view", *param_names(header), "logprobs"]
+    """The columns ``RecordWriter.write_block`` takes and ``RecordReader.get`` returns (partseg stores with anchors
+    add ``features``; ``RecordReader.get`` also returns ``anchors`` for them)."""
+    cols = ["sample", "view", *param_names(header), "logprobs"]
+    if header.task == "partseg" and header.num_anchors:
+        cols.append(FEATURES)
+    return cols

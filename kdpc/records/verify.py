@@ -18,7 +18,7 @@ import numpy as np
 from ..augment import AugmentConfig, draw_params
 from ..errors import KdpcError
 from .backends import Backend, StoreCorruptError, open_store
-from .schema import BLOCKS_DONE, LABELS, OUTPUT_GROUP, ArraySpec, StoreHeader, array_specs, record_array_specs
+from .schema import BLOCKS_DONE, FEATURES, LABELS, OUTPUT_GROUP, ArraySpec, StoreHeader, array_specs, record_array_specs
 
 MAX_LISTED = 20  # problems of one kind beyond this are summarised
 _F16_REL = 2.0**-10
@@ -206,6 +206,13 @@ def _check_block(backend: Backend, header: StoreHeader, b: int, specs: list[Arra
     out = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
     if len(out) == len([s for s in specs if s.name.startswith(prefix)]) and out:
         _check_output(header, b, start, out, codec, col)
+    if FEATURES in data:
+        bad = ~np.isfinite(data[FEATURES]).reshape(len(data[FEATURES]), -1).all(axis=1)
+        if bad.any():
+            first = start + int(np.flatnonzero(bad)[0])
+            col.problem("nonfinite", f"block {b}: {FEATURES!r} has NaN/inf in {int(bad.sum())} records (first: record "
+                        f"{first}, sample {first % header.num_samples}, view {first // header.num_samples})")
+            col.report.nonfinite_records += int(bad.sum())
 
 
 def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg: AugmentConfig | None, col: _Collector) -> None:
@@ -256,8 +263,8 @@ def _check_output(header: StoreHeader, b: int, start: int, out: dict[str, np.nda
         if idx.size and (idx.max() >= header.num_classes):
             col.problem("output", f"block {b}: top-k class indices >= {header.num_classes}")
             return
-        srt = np.sort(idx, axis=1)
-        if idx.shape[1] > 1 and (srt[:, 1:] == srt[:, :-1]).any():
+        srt = np.sort(idx, axis=-1)  # per record (cls) or per point (partseg)
+        if idx.shape[-1] > 1 and (srt[..., 1:] == srt[..., :-1]).any():
             col.problem("output", f"block {b}: top-k class indices repeat within a record")
     for name, arr in out.items():
         if np.issubdtype(arr.dtype, np.floating) and (np.isnan(arr).any() or np.isposinf(arr).any()):
@@ -269,7 +276,9 @@ def _check_output(header: StoreHeader, b: int, start: int, out: dict[str, np.nda
             return
     with np.errstate(all="ignore"):
         dec = codec.decode(out)
-    rows = np.isnan(dec).any(1) | np.isposinf(dec).any(1) | ~np.isfinite(dec).any(1)
+    n = len(dec)
+    rows = (np.isnan(dec).reshape(n, -1).any(1) | np.isposinf(dec).reshape(n, -1).any(1)
+            | (~np.isfinite(dec).any(-1)).reshape(n, -1).any(1))
     if rows.any():
         first = start + int(np.flatnonzero(rows)[0])
         col.problem("nonfinite", f"block {b}: decoded teacher output is NaN/inf in {int(rows.sum())} records (first: "

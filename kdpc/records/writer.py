@@ -28,6 +28,7 @@ from .backends import (
     read_header,
 )
 from .schema import (
+    FEATURES,
     HEADER_ATTR,
     LABELS,
     OUTPUT_GROUP,
@@ -207,8 +208,9 @@ class RecordWriter:
 
     # -------------------------------------------------------------------------------------------- writing
     def write_block(self, block: int, columns: dict[str, np.ndarray]) -> None:
-        """Validate and encode one block's columns (``sample``, ``view``, each param, ``logprobs`` float [n, C]),
-        write every array, then flag the block done."""
+        """Validate and encode one block's columns (``sample``, ``view``, each param, ``logprobs`` float [n, C]; for
+        partseg ``logprobs`` [n, N, P] and, with anchors, ``features`` [n, M, D]), write every array, then flag the
+        block done."""
         if self._closed:
             raise ValueError("write_block on a closed RecordWriter")
         if self._finalized:
@@ -243,11 +245,15 @@ class RecordWriter:
                 raise ValueError(f"block {block}: param {p.name!r} has non-finite values")
             out[p.name] = np.ascontiguousarray(values, dtype=spec.dtype)
         lp = np.asarray(columns["logprobs"])
-        if lp.shape != (n, h.num_classes):
-            raise ValueError(f"block {block}: logprobs must have shape {(n, h.num_classes)}, got {lp.shape}")
+        seg = h.task == "partseg"
+        want = (n, h.num_points, h.num_classes) if seg else (n, h.num_classes)
+        if lp.shape != want:
+            raise ValueError(f"block {block}: logprobs must have shape {want}, got {lp.shape}")
         if not np.issubdtype(lp.dtype, np.floating):
             raise ValueError(f"block {block}: logprobs must be floating point, got {lp.dtype}")
-        bad = np.isnan(lp).any(axis=1) | np.isposinf(lp).any(axis=1) | ~np.isfinite(lp).any(axis=1)
+        # a record is bad when any entry is NaN/+inf or any row (a point, for partseg) is all -inf
+        bad = (np.isnan(lp).reshape(n, -1).any(axis=1) | np.isposinf(lp).reshape(n, -1).any(axis=1)
+               | (~np.isfinite(lp).any(axis=-1)).reshape(n, -1).any(axis=1))
         if bad.any():
             first = start + int(np.flatnonzero(bad)[0])
             raise KdpcError(
@@ -259,7 +265,30 @@ class RecordWriter:
             spec = self._record_specs[f"{OUTPUT_GROUP}/{name}"]
             assert values.shape == (n, *spec.tail) and str(values.dtype) == spec.dtype, (name, values.shape, values.dtype)
             out[spec.name] = np.ascontiguousarray(values)
+        if FEATURES in self._columns:
+            out[FEATURES] = self._prepare_features(block, start, n, columns[FEATURES])
         return out
+
+    def _prepare_features(self, block: int, start: int, n: int, values: Any) -> np.ndarray:
+        h = self._header
+        feats = np.asarray(values)
+        want = (n, h.num_anchors, h.feature_dim)
+        if feats.shape != want:
+            raise ValueError(f"block {block}: features must have shape {want} (already at the anchors and projected), "
+                             f"got {feats.shape}")
+        if not np.issubdtype(feats.dtype, np.floating):
+            raise ValueError(f"block {block}: features must be floating point, got {feats.dtype}")
+        with np.errstate(over="ignore"):
+            f16 = feats.astype(np.float16)
+        bad = ~np.isfinite(f16).reshape(n, -1).all(axis=1)
+        if bad.any():
+            first = start + int(np.flatnonzero(bad)[0])
+            raise KdpcError(
+                f"the teacher produced NaN/inf (or float16-overflowing) features for {int(bad.sum())} records of block "
+                f"{block} (first: record {first}, sample {first % h.num_samples}, view {first // h.num_samples}); "
+                "nothing was written - check the checkpoint, or project the features (feature_projection)"
+            )
+        return np.ascontiguousarray(f16)
 
     def finalize(self) -> str:
         """Check every block flag, then mark the store complete (zarr) / assemble ``OUT.h5`` (HDF5). Idempotent."""
@@ -309,16 +338,23 @@ def _check_structure(backend: Backend, header: StoreHeader, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ synthetic stores (tests/bench)
-def block_columns(header: StoreHeader, block: int, logprobs: np.ndarray) -> dict[str, np.ndarray]:
+def block_columns(header: StoreHeader, block: int, logprobs: np.ndarray,
+                  features: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The ``write_block`` columns of ``block``: view-major ids, ``draw_params(augment, run_seed)`` and the rows
-    ``logprobs[start:stop]`` of a full view-major ``[num_records, C]`` array."""
+    ``logprobs[start:stop]`` of a full view-major ``[num_records, C]`` (partseg: ``[num_records, N, P]``) array, and
+    ``features[start:stop]`` for partseg stores with anchors."""
     from ..augment import AugmentConfig, draw_params
 
     start, stop = header.block_range(block)
     records = np.arange(start, stop, dtype=np.int64)
     samples, views = records % header.num_samples, records // header.num_samples
     params = draw_params(AugmentConfig.from_dict(header.augment), header.run_seed, samples, views)
-    return {"sample": samples, "view": views, **params, "logprobs": np.asarray(logprobs)[start:stop]}
+    cols = {"sample": samples, "view": views, **params, "logprobs": np.asarray(logprobs)[start:stop]}
+    if FEATURES in column_names(header):
+        if features is None:
+            raise ValueError("this partseg store keeps anchor features: pass features [num_records, M, D]")
+        cols[FEATURES] = np.asarray(features)[start:stop]
+    return cols
 
 
 def write_synthetic_store(
@@ -355,3 +391,44 @@ def write_synthetic_store(
             writer.finalize()
         header = writer.header
     return header, np.asarray(logprobs), np.asarray(labels) if labels is not None else np.full(num_samples, -1)
+
+
+def write_synthetic_seg_store(
+    path: str | os.PathLike,
+    num_samples: int = 16,
+    num_views: int = 2,
+    num_points: int = 64,
+    *,
+    num_anchors: int = 16,
+    feature_dim: int = 8,
+    blocks: Any = None,
+    finalize: bool = True,
+    mode: str = "create",
+    seed: int = 0,
+    logprobs: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    **header_kwargs: Any,
+) -> tuple[StoreHeader, np.ndarray, np.ndarray | None, np.ndarray]:
+    """A partseg store from ``realistic_seg_logprobs`` (50 ShapeNetPart-like parts; no teacher needed).
+
+    Returns ``(header, logprobs [R, N, P], features [R, M, D] or None, labels [S])`` as given to the writer."""
+    from .codecs import realistic_seg_logprobs
+
+    if logprobs is None:
+        logprobs, cats, gen_feats = realistic_seg_logprobs(num_samples, num_views, num_points, seed=seed,
+                                                           feature_dim=feature_dim, num_anchors=num_anchors)
+        labels = cats if labels is None else labels
+        features = gen_feats if features is None else features
+    num_classes = logprobs.shape[-1]
+    header_kwargs.setdefault("class_names", [f"part{i}" for i in range(num_classes)])
+    header = StoreHeader(task="partseg", num_samples=num_samples, num_views=num_views, num_classes=num_classes,
+                         num_points=num_points, num_anchors=num_anchors, feature_dim=feature_dim if num_anchors else 0,
+                         **header_kwargs)
+    with RecordWriter.open(path, header, mode=mode, labels=labels) as writer:
+        for b in writer.pending_blocks() if blocks is None else list(blocks):
+            writer.write_block(b, block_columns(writer.header, b, logprobs, features))
+        if finalize:
+            writer.finalize()
+        header = writer.header
+    return header, np.asarray(logprobs), features, np.asarray(labels) if labels is not None else np.full(num_samples, -1)

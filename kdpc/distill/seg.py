@@ -1,0 +1,293 @@
+"""Offline SRKD for part segmentation: the student's loss from recorded per-point outputs and anchor features.
+
+SRKD (Li et al., arXiv:2506.17290) trains a small segmenter with four terms; kdpc computes all of them from a
+partseg record store instead of an online teacher (formulas, defaults and sources: docs/method.md, section
+"Segmentation (SRKD, offline)"):
+
+    total = ce_weight * CE(logits, parts)                                  ground truth (label-smoothed CE)
+          + pointwise_weight * T_p^2 mean_points KL(p_t^{T_p} || p_s^{T_p})  per-point KD to the recorded log-probs
+          + affinity_weight * L_aff(g(F_s[anchors]), F_t)                    affinity-matrix relation alignment
+          + cross_weight * L_cs(g(F_s[anchors]), F_t)                        cross-sample relations over the batch
+
+``F_t`` are the recorded teacher features at the view's anchor points (already projected to the store's
+``feature_dim``); ``g`` is the learned ``FeatureProjector`` (student width -> ``feature_dim``) this module owns, so
+the trainer must optimise ``SrkdLoss.parameters()`` together with the student's and save ``state_dict()`` with
+its training state. Anchors that point-level dropout removed from the student's input are masked out.
+
+Data path: ``seg_item_fields`` gives the per-item keys (``teacher_features``, ``anchor_positions``) from a
+``RecordReader.get`` batch and the point-level ``point_index``; ``anchor_positions`` maps view-order anchors to
+positions in the shuffled student input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import KdpcError
+from .losses import (
+    AFFINITY_MODES,
+    FeatureProjector,
+    _autocast_off,
+    _check_temperature,
+    _kl_rows,
+    _zero_like_graph,
+    affinity_alignment_loss,
+    cross_sample_relation_loss,
+    label_smoothing_ce,
+    pointwise_kd_loss,
+)
+
+__all__ = ["SrkdConfig", "SrkdLoss", "anchor_positions", "seg_item_fields", "masked_affinity_loss",
+           "masked_cross_sample_loss", "student_features_and_logits"]
+
+
+@dataclass
+class SrkdConfig:
+    """Weights and temperatures of the offline SRKD loss (YAML key ``srkd:`` of a distill config).
+
+    ``pointwise_weight`` / ``pointwise_temperature`` / ``cross_weight`` / ``cross_temperature``: SRKD's settings as
+    given in the project brief. ``affinity_weight = 1.0`` with ``affinity_mode = "mse"`` is kdpc's choice (see
+    docs/method.md: the squared error of two cosine-affinity matrices starts at O(1e-2) per entry, so weight 1 makes
+    it a few percent of the CE and comparable to the per-point KD term). ``label_smoothing = 0``: plain CE, as the
+    part-segmentation references train. ``ce_weight`` 0 gives pure distillation.
+    """
+
+    ce_weight: float = 1.0
+    label_smoothing: float = 0.0
+    ignore_index: int = -100
+    pointwise_weight: float = 0.3
+    pointwise_temperature: float = 2.0
+    affinity_weight: float = 1.0
+    affinity_mode: str = "mse"  # "mse" | "kl"
+    affinity_temperature: float = 1.0  # for affinity_mode "kl"
+    cross_weight: float = 1e-3
+    cross_temperature: float = 2.0
+    projector_hidden: int | None = None  # hidden width of the projector; None: the store's feature_dim
+
+    def __post_init__(self) -> None:
+        if self.affinity_mode not in AFFINITY_MODES:
+            raise KdpcError(f"srkd affinity_mode must be one of {AFFINITY_MODES}, got {self.affinity_mode!r}")
+        for name in ("pointwise_temperature", "affinity_temperature", "cross_temperature"):
+            _check_temperature(getattr(self, name), f"srkd {name}")
+        for name in ("ce_weight", "pointwise_weight", "affinity_weight", "cross_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise KdpcError(f"srkd {name} must be a finite number >= 0, got {value!r}")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise KdpcError(f"srkd label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+    @property
+    def uses_features(self) -> bool:
+        return self.affinity_weight > 0 or self.cross_weight > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "SrkdConfig":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KdpcError(f"unknown srkd option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------------------------- data path
+def anchor_positions(anchors: np.ndarray, point_index: np.ndarray) -> np.ndarray:
+    """Where each anchor of a view sits in the student's (point-level augmented) input.
+
+    Args:
+        anchors: ``[M]`` point positions in VIEW order (``RecordReader.get(...)["anchors"][k]``).
+        point_index: ``[N']`` with ``student_input[k] = view[point_index[k]]`` (``apply_point_level_with_index``:
+            a shuffle, and dropout that replaces dropped points by copies of a kept one).
+
+    Returns:
+        int64 ``[M]``: the first ``k`` with ``point_index[k] == anchors[m]``, or ``-1`` when the anchor's point is
+        not in the input (dropped).
+    """
+    anchors = np.asarray(anchors, dtype=np.int64).reshape(-1)
+    point_index = np.asarray(point_index, dtype=np.int64).reshape(-1)
+    size = int(max(point_index.max(initial=-1), anchors.max(initial=-1))) + 1
+    first = np.full(size, point_index.size, dtype=np.int64)
+    np.minimum.at(first, point_index, np.arange(point_index.size, dtype=np.int64))
+    pos = first[anchors] if anchors.size else np.zeros(0, dtype=np.int64)
+    return np.where(pos == point_index.size, -1, pos).astype(np.int64)
+
+
+def seg_item_fields(batch: Mapping[str, np.ndarray], k: int, point_index: np.ndarray) -> dict[str, np.ndarray]:
+    """The SRKD keys of item ``k`` of a ``RecordReader.get`` batch: ``teacher_features`` float32 ``[M, D]`` and
+    ``anchor_positions`` int64 ``[M]`` (empty dict for stores without anchors). ``teacher_logprobs`` is permuted
+    by the dataset already (``teacher[point_index]``)."""
+    if "features" not in batch:
+        return {}
+    return {"teacher_features": np.asarray(batch["features"][k], dtype=np.float32),
+            "anchor_positions": anchor_positions(batch["anchors"][k], point_index)}
+
+
+# ------------------------------------------------------------------------------------------- masked losses
+def masked_affinity_loss(student_feats: Tensor, teacher_feats: Tensor, valid: Tensor | None = None,
+                         mode: str = "mse", temperature: float = 1.0) -> Tensor:
+    """``affinity_alignment_loss`` over the valid anchors of each sample only.
+
+    ``valid``: ``[B, M]`` bool. ``mse``: mean of ``(A_s - A_t)^2`` over the pairs ``(m, n)`` with both anchors
+    valid; ``kl``: rows of valid anchors, softmax over valid columns, ``T^2`` x mean over valid rows. With every
+    anchor valid (or ``valid=None``) this is exactly ``affinity_alignment_loss``.
+    """
+    if valid is None or bool(valid.all()):
+        return affinity_alignment_loss(student_feats, teacher_feats, mode=mode, temperature=temperature)
+    if mode not in AFFINITY_MODES:
+        raise KdpcError(f"affinity mode must be one of {AFFINITY_MODES}, got {mode!r}")
+    t = _check_temperature(temperature)
+    if valid.shape != student_feats.shape[:2]:
+        raise KdpcError(f"anchor mask has shape {tuple(valid.shape)}, expected {tuple(student_feats.shape[:2])}")
+    with _autocast_off(student_feats):
+        v = valid.to(device=student_feats.device, dtype=torch.bool)
+        fs = F.normalize(student_feats.float(), p=2, dim=-1)
+        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
+        a_s = torch.bmm(fs, fs.transpose(1, 2))
+        a_t = torch.bmm(ft, ft.transpose(1, 2))
+        pair = v[:, :, None] & v[:, None, :]
+        if not bool(pair.any()):
+            return _zero_like_graph(student_feats)
+        if mode == "mse":
+            return (a_s - a_t).pow(2)[pair].mean()
+        cols = ~v[:, None, :].expand_as(a_s)
+        s = F.log_softmax((a_s / t).masked_fill(cols, float("-inf")), dim=-1)
+        q = F.log_softmax((a_t / t).masked_fill(cols, float("-inf")), dim=-1)
+        return (t * t) * _kl_rows(q, s)[v].mean()
+
+
+def masked_cross_sample_loss(student_feats: Tensor, teacher_feats: Tensor, valid: Tensor | None = None,
+                             temperature: float = 2.0) -> Tensor:
+    """``cross_sample_relation_loss`` over valid anchors: for every ordered pair ``(i, j)`` the rows of valid
+    anchors of ``i``, softmax over the valid anchors of ``j`` (pairs where ``j`` has none are skipped), ``T^2`` x
+    mean over all such rows. With every anchor valid this is exactly ``cross_sample_relation_loss``."""
+    if valid is None or bool(valid.all()):
+        return cross_sample_relation_loss(student_feats, teacher_feats, temperature=temperature)
+    t = _check_temperature(temperature)
+    if valid.shape != student_feats.shape[:2]:
+        raise KdpcError(f"anchor mask has shape {tuple(valid.shape)}, expected {tuple(student_feats.shape[:2])}")
+    with _autocast_off(student_feats):
+        v = valid.to(device=student_feats.device, dtype=torch.bool)
+        fs = F.normalize(student_feats.float(), p=2, dim=-1)
+        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
+        s_map = torch.einsum("imd,jnd->ijmn", fs, fs)  # [B, B, M, M]
+        t_map = torch.einsum("imd,jnd->ijmn", ft, ft)
+        cols = ~v[None, :, None, :].expand_as(s_map)  # column n of pair (i, j) is anchor n of sample j
+        rows = v[:, None, :].expand(-1, v.shape[0], -1) & v.any(dim=1)[None, :, None]  # [B, B, M]
+        if not bool(rows.any()):
+            return _zero_like_graph(student_feats)
+        s = F.log_softmax((s_map / t).masked_fill(cols, float("-inf")), dim=-1)
+        q = F.log_softmax((t_map / t).masked_fill(cols, float("-inf")), dim=-1)
+        return (t * t) * _kl_rows(q[rows], s[rows]).mean()
+
+
+# -------------------------------------------------------------------------------------------------- loss
+def student_features_and_logits(student: nn.Module, points: Tensor, category: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(features [B, N, Ds], logits [B, N, P] float32)`` from ONE forward of a part-segmentation student.
+
+    A plain model: ``forward_features`` then ``forward_head``. A DDP/DataParallel wrapper: the call goes through the
+    wrapper (so gradients are synchronised) and the features are caught on their way into ``model.head``.
+    """
+    wrapped = isinstance(student, (nn.parallel.DistributedDataParallel, nn.DataParallel))
+    inner = student.module if wrapped else student
+    cat = category if getattr(inner, "num_categories", 0) else None
+    if not wrapped:
+        feats = inner.forward_features(points, cat)
+        return feats, inner.forward_head(feats).float()
+    head = getattr(inner, "head", None)
+    if not isinstance(head, nn.Module):
+        raise KdpcError("SRKD with a wrapped (DDP) student needs the model's classifier head at `model.head`")
+    caught: list[Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
+    try:
+        logits = student(points, cat)
+    finally:
+        handle.remove()
+    if len(caught) != 1:
+        raise KdpcError(f"expected one call of the student's head per forward, saw {len(caught)}")
+    return caught[0], logits.float()
+
+
+class SrkdLoss(nn.Module):
+    """The offline SRKD objective; owns the student-side ``FeatureProjector`` (``student_dim -> teacher_dim``).
+
+    Args:
+        config: ``SrkdConfig``.
+        student_dim: the student's per-point feature width (``student.num_features``).
+        teacher_dim: the store's ``feature_dim`` (width of the recorded, projected teacher features); 0 when the
+            store keeps no features (then ``affinity_weight`` and ``cross_weight`` must be 0).
+    """
+
+    def __init__(self, config: SrkdConfig | Mapping[str, Any] | None, student_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, SrkdConfig) else SrkdConfig.from_dict(config)
+        self.student_dim = int(student_dim)
+        self.teacher_dim = int(teacher_dim)
+        self.projector: FeatureProjector | None = None
+        if self.config.uses_features:
+            if self.teacher_dim < 1:
+                raise KdpcError("srkd affinity_weight / cross_weight need teacher features, but the store keeps none "
+                                "(record with anchors > 0) - or set both weights to 0")
+            self.projector = FeatureProjector(self.student_dim, self.teacher_dim, self.config.projector_hidden)
+
+    @classmethod
+    def for_student(cls, student: nn.Module, header: Any, config: SrkdConfig | Mapping[str, Any] | None = None) -> "SrkdLoss":
+        """Sized from the student (``num_features``) and a store header (``feature_dim``)."""
+        inner = student.module if isinstance(student, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else student
+        return cls(config, int(inner.num_features), int(getattr(header, "feature_dim", 0) or 0))
+
+    def forward(self, student: nn.Module, points: Tensor, category: Tensor | None,
+                batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """One student forward and the loss.
+
+        Args:
+            student: a part-segmentation model (``forward_features(points, category) -> [B, N, Ds]`` and
+                ``forward_head``), or a DDP wrapper of one (see ``student_features_and_logits``).
+            points: ``[B, N, 3]`` the student's input (point-level augmented).
+            category: ``[B]`` object categories (ignored by students built without ``num_categories``).
+            batch: ``parts`` ``[B, N]`` targets; ``teacher_logprobs`` ``[B, N, P]``; with feature terms
+                ``teacher_features`` ``[B, M, D]`` and ``anchor_positions`` ``[B, M]`` (-1 = dropped); optional
+                ``point_mask`` ``[B, N]`` bool restricting the per-point KD (default: every point).
+
+        Returns:
+            ``(logits [B, N, P] float32, terms, total)``: ``terms`` maps ``ce``, ``kd`` and, when their weight is
+            non-zero, ``aff`` and ``cross`` to their unweighted scalar values (attached to the graph),
+            ``anchors_valid`` to the detached fraction of anchors present in the input; ``total`` is the weighted
+            sum. Terms with weight 0 are not computed (the cross-sample term costs O(B^2 M^2)).
+        """
+        cfg = self.config
+        feats, logits = student_features_and_logits(student, points, category)
+        parts = batch["parts"].to(logits.device)
+        terms: dict[str, Tensor] = {}
+        terms["ce"] = label_smoothing_ce(logits, parts, smoothing=cfg.label_smoothing, ignore_index=cfg.ignore_index)
+        teacher = batch["teacher_logprobs"].to(logits.device)
+        mask = batch.get("point_mask")
+        terms["kd"] = pointwise_kd_loss(logits, teacher, cfg.pointwise_temperature,
+                                        mask=None if mask is None else mask.to(logits.device))
+        total = cfg.ce_weight * terms["ce"] + cfg.pointwise_weight * terms["kd"]
+        if self.projector is not None:
+            pos = batch["anchor_positions"].to(feats.device).long()
+            valid = pos >= 0
+            picked = torch.gather(feats, 1, pos.clamp_min(0)[..., None].expand(-1, -1, feats.shape[-1]))
+            projected = self.projector(picked)
+            t_feats = batch["teacher_features"].to(feats.device)
+            if t_feats.shape[:2] != projected.shape[:2] or t_feats.shape[-1] != self.teacher_dim:
+                raise KdpcError(f"teacher features {tuple(t_feats.shape)} do not fit anchors {tuple(pos.shape)} and "
+                                f"feature_dim {self.teacher_dim}")
+            v = None if bool(valid.all()) else valid
+            if cfg.affinity_weight > 0:
+                terms["aff"] = masked_affinity_loss(projected, t_feats, v, cfg.affinity_mode, cfg.affinity_temperature)
+                total = total + cfg.affinity_weight * terms["aff"]
+            if cfg.cross_weight > 0:
+                terms["cross"] = masked_cross_sample_loss(projected, t_feats, v, cfg.cross_temperature)
+                total = total + cfg.cross_weight * terms["cross"]
+            terms["anchors_valid"] = valid.float().mean().detach()
+        return logits, terms, total
