@@ -28,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from kdpc.records.reader import store_contents  # noqa: E402
 
 LINE = re.compile(r"recorded (\d+) records in ([0-9.]+)s")
 
@@ -40,20 +41,7 @@ def kdpc_env(threads: int) -> dict[str, str]:
 
 
 def store_signature(path: Path) -> tuple[dict, dict]:
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r")
-    arrays: dict[str, np.ndarray] = {}
-
-    def visit(g, prefix=""):
-        for name, arr in g.arrays():
-            arrays[prefix + name] = arr[...]
-        for name, sub in g.groups():
-            visit(sub, prefix + name + "/")
-
-    visit(group)
-    header = dict(group.attrs["kdpc"])
-    header.pop("created", None)
+    header, arrays = store_contents(path)
     return arrays, header
 
 

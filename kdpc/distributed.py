@@ -48,6 +48,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def main_log(world: "World", log: Callable[..., None]) -> Callable[..., None]:
+    """``log`` on rank 0, a no-op elsewhere: one copy of every log line per job."""
+    return log if world.is_main else (lambda *_args, **_kwargs: None)
+
+
 def init_world(device: torch.device, backend: str | None = None, timeout: timedelta | None = None) -> World:
     """Join the process group torchrun set up (env:// rendezvous); a no-op outside torchrun.
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from .augment import AugmentConfig, PointAugmentConfig
 from .checkpoint import Checkpoint, save_checkpoint
 from .data import create_dataset
-from .distributed import World, decorrelate_rng, distributed, everywhere, on_main, rank_device, sync_batchnorm, wrap_ddp
+from .distributed import World, decorrelate_rng, distributed, everywhere, main_log, on_main, rank_device
+from .distributed import sync_batchnorm, wrap_ddp
 from .engine import EpochViews, default_workers, evaluate, make_optimizer, make_scheduler, model_forward
 from .engine import primary_metric, resolve_device, seed_everything, train_loader
 from .errors import KdpcError
@@ -53,11 +54,7 @@ def train(cfg: TrainConfig, log=print) -> tuple[LoopState, Path]:
     """Supervised training. Under torchrun: DDP, ``batch_size`` is the global batch, rank 0 writes ``out``."""
     device = resolve_device(cfg.device)
     with distributed(device) as world:
-        return _train(cfg, rank_device(device, world), world, log if world.is_main else _quiet)
-
-
-def _quiet(*_args: Any, **_kwargs: Any) -> None:
-    pass
+        return _train(cfg, rank_device(device, world), world, main_log(world, log))
 
 
 def _train(cfg: TrainConfig, device: torch.device, world: World, log) -> tuple[LoopState, Path]:

@@ -16,7 +16,7 @@ from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import config_to_dict, save_yaml
 from ..data import create_dataset
 from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distributed, everywhere, on_main
-from ..distributed import rank_device, sync_batchnorm, wrap_ddp
+from ..distributed import main_log, rank_device, sync_batchnorm, wrap_ddp
 from ..engine import default_workers, evaluate, make_optimizer, make_scheduler, model_forward, primary_metric
 from ..engine import resolve_device, seed_everything, train_loader
 from ..errors import KdpcError
@@ -86,11 +86,7 @@ def distill(cfg: DistillConfig, log=print) -> tuple[LoopState, Path]:
     ``batch_size`` is the global batch, and rank 0 alone writes the run folder."""
     device = resolve_device(cfg.device)
     with distributed(device) as world:
-        return _distill(cfg, rank_device(device, world), world, log if world.is_main else _quiet)
-
-
-def _quiet(*_args: Any, **_kwargs: Any) -> None:
-    pass
+        return _distill(cfg, rank_device(device, world), world, main_log(world, log))
 
 
 def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tuple[LoopState, Path]:

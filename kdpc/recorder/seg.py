@@ -21,6 +21,7 @@ from ..augment import AugmentConfig, anchor_indices, draw_params
 from ..errors import KdpcError
 from ..records.codecs import DEFAULT_SEG_CODEC, projection_matrix
 from ..records.schema import DEFAULT_SEG_CHUNK_RECORDS, StoreHeader
+from ..engine import unwrap_model
 
 DEFAULT_ANCHORS = 128  # M: points per view whose teacher features are kept (at most a quarter of the points)
 DEFAULT_FEATURE_DIM = 32  # D: stored feature width; wider teachers are randomly projected down to it
@@ -109,17 +110,6 @@ def project_features(features: torch.Tensor, header: StoreHeader) -> torch.Tenso
         return x @ w
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside DDP / DataParallel (``.module``) or torch.compile (``._orig_mod``) wrappers."""
-    while True:
-        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 @torch.inference_mode()
 def teacher_seg_outputs(model: torch.nn.Module, points: torch.Tensor, category: torch.Tensor | None,
                         seeds: np.ndarray, header: StoreHeader) -> dict[str, np.ndarray]:
@@ -138,7 +128,7 @@ def teacher_seg_outputs(model: torch.nn.Module, points: torch.Tensor, category: 
         ``[B, M, D]``: the teacher's per-point features at ``anchor_indices(seed, N, M)``, projected. Runs under the
         caller's autocast (the projection and log-softmax in float32).
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     if points.dim() != 3 or points.shape[1] != header.num_points:
         raise KdpcError(f"views must be [B, {header.num_points}, 3], got {tuple(points.shape)}")
     seeds = np.asarray(seeds).reshape(-1)

@@ -29,13 +29,20 @@ class RecordViews(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, record: int) -> dict[str, Any]:
-        sample, view = record_coordinates(np.array([record]), len(self.dataset))
-        params = params_at(draw_params(self.augment, self.run_seed, sample, view), 0)
-        points, parts = replay_view(self.dataset, int(sample[0]), params)
-        item = {"points": points[:, :3], "record": record, "label": int(self.dataset.labels[sample[0]])}
-        if parts is not None:
-            item["parts"] = parts.astype(np.int64)
-        return item
+        return self.__getitems__([record])[0]
+
+    def __getitems__(self, records: list[int]) -> list[dict[str, Any]]:
+        """A whole batch at once: the parameters of all its views come from one vectorised draw."""
+        samples, views = record_coordinates(np.asarray(records), len(self.dataset))
+        params = draw_params(self.augment, self.run_seed, samples, views)
+        items = []
+        for k, (record, sample) in enumerate(zip(records, samples)):
+            points, parts = replay_view(self.dataset, int(sample), params_at(params, k))
+            item = {"points": points[:, :3], "record": int(record), "label": int(self.dataset.labels[sample])}
+            if parts is not None:
+                item["parts"] = parts.astype(np.int64)
+            items.append(item)
+        return items
 
 
 class BlockBatches(Sampler[list[int]]):

@@ -258,3 +258,19 @@ def reader_throughput(path: Any, batch_size: int = 64, seconds: float = 1.0, see
             break
     return {"records_per_s": n * batch_size / elapsed, "batches_per_s": n / elapsed, "load_s": load_s,
             "records": float(reader.num_records)}
+
+
+def store_contents(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Everything a store holds, for comparing two stores: the header (without ``created``, which is the only
+    field two identical recordings differ in) and every array, as stored (encoded), from either backend."""
+    from .schema import array_specs
+
+    backend = open_store(path)
+    try:
+        header = read_header(backend)
+        arrays = {spec.name: backend.read(spec.name) for spec in array_specs(header) if backend.has_array(spec.name)}
+        described = header.to_dict()
+        described.pop("created", None)
+        return described, arrays
+    finally:
+        backend.close()
