@@ -86,6 +86,7 @@ def main():
     p.add_argument("--teacher-epochs", type=int, default=20)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--sweep-seeds", type=int, default=1, help="seeds for the OA-vs-views sweep")
     p.add_argument("--views", type=int, default=10, help="recorded views the main comparison distills from")
     p.add_argument("--view-sweep", default="1,2,5,10,20")
     p.add_argument("--nwsd-sources", default="ema,past,sharpen")
@@ -97,7 +98,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 2 views: a smoke run of the pipeline")
     args = p.parse_args()
     if args.quick:
-        args.teacher_epochs, args.epochs, args.seeds, args.view_sweep = 2, 2, 1, "1,2"
+        args.teacher_epochs, args.epochs, args.seeds, args.sweep_seeds, args.view_sweep = 2, 2, 1, 1, "1,2"
         args.views, args.nwsd_weights = 2, "-0.05"
     from kdpc.distill.trainer import DistillConfig
     from kdpc.recorder import RecordConfig, record
@@ -145,7 +146,7 @@ def main():
             specs.append(distill_spec(f"NWSD {src} beta={beta}", seed, nwsd_source=src, nwsd_weight=beta,
                                       views=args.views))
         for k in sweep:
-            if k != args.views:
+            if k != args.views and seed < args.sweep_seeds:
                 specs.append(distill_spec(f"offline KD + NWSD, {k} views", seed, nwsd_source=source,
                                           nwsd_weight=default.nwsd_weight, views=k))
     print(f"== {len(specs)} student runs on {args.jobs} processes")
