@@ -30,6 +30,7 @@ class DemoConfig:
     seed: int = 0
     device: str = "auto"
     dataset_cfg: dict[str, Any] = field(default_factory=dict)
+    num_points: int | None = None
     distill_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,8 +48,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, log: Callable[[str], None] = prin
         timings[name] = time.perf_counter() - started
         return result
 
-    common = dict(dataset=cfg.dataset, dataset_cfg=cfg.dataset_cfg, batch_size=cfg.batch_size, seed=cfg.seed,
-                  device=cfg.device)
+    common = dict(dataset=cfg.dataset, dataset_cfg=cfg.dataset_cfg, num_points=cfg.num_points,
+                  batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
     if not teacher_path.exists():
         stage("1/4 train the teacher", lambda: train(TrainConfig(model=cfg.teacher, epochs=cfg.teacher_epochs,
                                                                  out=str(teacher_path), **common), log=log))
