@@ -45,8 +45,8 @@ class DistillConfig:
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     temperature: float = 4.0
-    nwsd_weight: float = -0.05
-    nwsd_source: str = "ema"
+    nwsd_weight: float = -0.2
+    nwsd_source: str = "sharpen"
     nwsd_max_kl: float = 0.5
     nwsd_temperature: float | None = None  # defaults to `temperature`
     ema_decay: float = 0.99
