@@ -96,20 +96,27 @@ def one_seed(args: argparse.Namespace, seed: int, out: Path) -> dict[str, dict[s
     data_opts = ["--dataset-opt", f"samples_per_class={args.samples_per_class}",
                  "--dataset-opt", f"num_raw_points={args.raw_points}", "--num-points", str(args.points)]
     teacher = d / "teacher.pt"
-    if not teacher.exists():
+    # a checkpoint exists from the first epoch on: only a marker written after the command succeeded means "done"
+    if not (d / "teacher.done").exists():
+        (d / "teacher.json").unlink(missing_ok=True)  # a result cached from an unfinished run is stale
         run(kdpc("train", "--model", args.teacher, "--dataset", "synthetic-parts", *data_opts,
                  "--epochs", str(args.teacher_epochs), "--batch-size", str(args.batch_size), "--device", args.device,
                  "--seed", str(seed), "--out", str(teacher)), log, args.dry_run)
+        if not args.dry_run:
+            (d / "teacher.done").touch()
     results = {"teacher": evaluate(teacher, args.device, d / "teacher.json", log, args.dry_run)}
     store = d / "records.zarr"
-    if not (store / "zarr.json").exists():
+    if not (d / "records.done").exists():
         rec_cfg = d / "record.yaml"
         rec_cfg.write_text(yaml.safe_dump({"anchors": args.anchors, "feature_dim": args.feature_dim}))
         run(kdpc("record", "--teacher", str(teacher), "--views", str(args.views), "--device", args.device,
                  "--seed", str(seed), "--overwrite", "--config", str(rec_cfg), "--out", str(store)), log, args.dry_run)
+        if not args.dry_run:
+            (d / "records.done").touch()
     for key, _label, weights in ROWS:
         run_dir = d / key
-        if not (run_dir / "student.pt").exists():
+        if not (d / f"{key}.done").exists():
+            (d / f"{key}.json").unlink(missing_ok=True)
             cfg = {"records": str(store), "student": args.student, "epochs": args.student_epochs,
                    "batch_size": args.batch_size, "lr": args.lr, "nwsd_weight": 0.0, "device": args.device,
                    "seed": seed, "out": str(run_dir), "srkd": dict(weights)}
@@ -121,6 +128,8 @@ def one_seed(args: argparse.Namespace, seed: int, out: Path) -> dict[str, dict[s
                 run(kdpc("distill", "--config", str(cfg_path), "--resume"), log, args.dry_run)
             else:
                 run(kdpc("distill", "--config", str(cfg_path)), log, args.dry_run)
+            if not args.dry_run:
+                (d / f"{key}.done").touch()
         results[key] = evaluate(run_dir / "student.pt", args.device, d / f"{key}.json", log, args.dry_run)
     return results
 
