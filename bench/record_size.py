@@ -51,7 +51,7 @@ def write_store(path: Path, logprobs: np.ndarray, labels: np.ndarray, num_sample
             s0, s1 = w.block_range(b)
             r = np.arange(s0, s1)
             cols = {"sample": r % num_samples, "view": r // num_samples,
-                    **draw_params(cfg, run_seed, r % num_samples, r // num_samples), "logprobs": logprobs[s0:s1]}
+                    **draw_params(cfg, run_seed, r % num_samples, r // num_samples, stream="record"), "logprobs": logprobs[s0:s1]}
             w.write_block(b, cols)
         w.finalize()
 

@@ -42,7 +42,7 @@ def write_store(path: Path, header: StoreHeader, logprobs: np.ndarray, features:
         for b in w.pending_blocks():
             s0, s1 = w.block_range(b)
             r = np.arange(s0, s1)
-            cols = {"sample": r % s, "view": r // s, **draw_params(cfg, header.run_seed, r % s, r // s),
+            cols = {"sample": r % s, "view": r // s, **draw_params(cfg, header.run_seed, r % s, r // s, stream="record"),
                     "logprobs": logprobs[s0:s1]}
             if features is not None:
                 cols["features"] = features[s0:s1]
@@ -70,7 +70,7 @@ def teacher_data(args: argparse.Namespace):
     aug = AugmentConfig()
     lps, feats = [], []
     for v in range(args.views):
-        params = draw_params(aug, 1, samples, np.full(s, v))
+        params = draw_params(aug, 1, samples, np.full(s, v), stream="record")
         for lo in range(0, s, 32):
             idx = range(lo, min(lo + 32, s))
             pts = np.stack([replay_view(ds, int(samples[k]), params_at(params, k))[0][:, :3] for k in idx])

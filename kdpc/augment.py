@@ -1,7 +1,7 @@
 """Augmentation: shape-level ops that are recorded and replayed, and point-level ops that never are.
 
-Shape-level parameters of a view are a pure function of ``(run_seed, sample, view)`` (a counter-based hash, no
-RNG state), quantised to the dtype they are stored in *before* they are applied. Applying them uses only
+Shape-level parameters of a view are a pure function of ``(stream, run_seed, sample, view)`` (a counter-based hash,
+no RNG state), quantised to the dtype they are stored in *before* they are applied. Applying them uses only
 elementwise float32 arithmetic (no BLAS), so the recorder and the distill loader rebuild bit-identical inputs on
 any machine. ``docs/record-format.md`` restates these rules so a store can be replayed without kdpc.
 """
@@ -16,6 +16,10 @@ import numpy as np
 from .errors import KdpcError
 
 ROTATIONS = ("none", "up", "so3")
+# Independent parameter streams. ``kdpc train`` draws its epoch views from "train", ``kdpc record`` (and the online
+# KD baseline, which must see the recorded views) from "record": whatever seeds the two runs use, a recorded view is
+# never one the teacher was fitted on, so the teacher's answer on it carries dark knowledge, not a memorised label.
+VIEW_STREAMS: dict[str, int] = {"train": 0x747261696E5F7631, "record": 0x7265636F72645F31}  # "train_v1", "record_1"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -79,24 +83,29 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def _view_keys(run_seed: int, samples: np.ndarray, views: np.ndarray) -> np.ndarray:
+def _view_keys(run_seed: int, samples: np.ndarray, views: np.ndarray, stream: str) -> np.ndarray:
+    if stream not in VIEW_STREAMS:
+        raise KdpcError(f"unknown view stream {stream!r}; known: {', '.join(VIEW_STREAMS)}")
     base = _splitmix64(np.asarray([run_seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    base = _splitmix64(base ^ np.uint64(VIEW_STREAMS[stream]))
     key = _splitmix64(base ^ np.asarray(samples, dtype=np.int64).astype(np.uint64))
     return _splitmix64(key ^ (np.asarray(views, dtype=np.int64).astype(np.uint64) << np.uint64(40)))
 
 
-def _uniform(keys: np.ndarray, stream: int) -> np.ndarray:
-    """U[0, 1) float64 for each key, independent per stream."""
+def _uniform(keys: np.ndarray, lane: int) -> np.ndarray:
+    """U[0, 1) float64 for each key, independent per lane (one lane per drawn quantity)."""
     with np.errstate(over="ignore"):
-        h = _splitmix64(keys + np.uint64(stream) * np.uint64(0xD1B54A32D192ED03))
+        h = _splitmix64(keys + np.uint64(lane) * np.uint64(0xD1B54A32D192ED03))
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def draw_params(cfg: AugmentConfig, run_seed: int, samples: np.ndarray, views: np.ndarray) -> dict[str, np.ndarray]:
-    """Quantised parameters for the views ``(samples[k], views[k])``; depends on nothing else."""
+def draw_params(cfg: AugmentConfig, run_seed: int, samples: np.ndarray, views: np.ndarray, *,
+                stream: str) -> dict[str, np.ndarray]:
+    """Quantised parameters for the views ``(samples[k], views[k])`` of ``stream`` (a key of ``VIEW_STREAMS``);
+    depends on nothing else."""
     samples = np.asarray(samples, dtype=np.int64).reshape(-1)
     views = np.broadcast_to(np.asarray(views, dtype=np.int64), samples.shape)
-    keys = _view_keys(run_seed, samples, views)
+    keys = _view_keys(run_seed, samples, views, stream)
     with np.errstate(over="ignore"):
         seed = (_splitmix64(keys + np.uint64(7)) >> np.uint64(32)).astype(np.uint32)
     scale = np.stack([cfg.scale_low + (cfg.scale_high - cfg.scale_low) * _uniform(keys, 1 + a) for a in range(3)], 1)

@@ -110,6 +110,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     )
 
 
+def update_checkpoint_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    """Replace the metrics of the checkpoint at ``path`` (atomically, like ``save_checkpoint``)."""
+    ckpt = load_checkpoint(path)
+    ckpt.metrics = dict(metrics)
+    save_checkpoint(path, ckpt)
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -24,6 +24,12 @@ def _yaml_layer(config: str | None) -> dict[str, Any]:
     return load_yaml(config) if config else {}
 
 
+def _chosen(metrics: dict[str, Any]) -> str:
+    """``chosen: epoch 7 (best val/oa): val/oa=0.91 test/oa=0.90``: which epoch was kept, why, and its scores."""
+    scores = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    return f"chosen: epoch {metrics.get('epoch')} ({metrics.get('selected_by')}): {scores}"
+
+
 def _parse_kv(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
     """``--model-opt width=32`` style options; values parsed as YAML scalars (so 32 is an int, true a bool)."""
     import yaml
@@ -84,28 +90,33 @@ def models_cmd(task: str | None, num_classes: int) -> None:
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
+@click.option("--label-smoothing", type=float, default=None, help="CE label smoothing (default 0: a teacher to "
+              "be recorded keeps its class similarities).")
+@click.option("--select", type=click.Choice(["auto", "val", "last"]), default=None,
+              help="Which epoch is kept: best on the validation split, the last one, or auto (val if the data has "
+                   "one). Never the test split.")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="YAML file; flags override it.")
 @click.option("--device", default=None, help="auto, cpu or cuda[:N].")
 @click.option("--workers", type=int, default=None, help="DataLoader workers.")
 @click.option("--seed", type=int, default=None)
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Checkpoint to write (the best epoch).")
-def train_cmd(model, model_opt, dataset, data_root, dataset_opt, num_points, epochs, batch_size, lr, config, device,
-              workers, seed, out) -> None:
-    """Train a model with the standard recipe and keep the best checkpoint."""
+def train_cmd(model, model_opt, dataset, data_root, dataset_opt, num_points, epochs, batch_size, lr, label_smoothing,
+              select, config, device, workers, seed, out) -> None:
+    """Train a model with the standard recipe; keep the epoch chosen on the validation split (or the last)."""
     from .config import build_config
     from .train import TrainConfig, train
 
     flags = _overrides(model=model, dataset=dataset, data_root=data_root, num_points=num_points, epochs=epochs,
-                       batch_size=batch_size, lr=lr, device=device, workers=workers, seed=seed, out=out)
+                       batch_size=batch_size, lr=lr, label_smoothing=label_smoothing, select=select, device=device,
+                       workers=workers, seed=seed, out=out)
     if model_opt:
         flags["model_cfg"] = _parse_kv(model_opt, "--model-opt")
     if dataset_opt:
         flags["dataset_cfg"] = _parse_kv(dataset_opt, "--dataset-opt")
     cfg = build_config(TrainConfig, _yaml_layer(config), flags)
     state, path = train(cfg, log=click.echo)
-    best = " ".join(f"{k}={v:.4f}" for k, v in state.best_metrics.items() if k != "epoch")
     if is_main_process():
-        click.echo(f"best: {best} (epoch {state.best_metrics.get('epoch')}) -> {path}")
+        click.echo(f"{_chosen(state.best_metrics)} -> {path}")
 
 
 # -------------------------------------------------------------------------------------------------------- eval
@@ -228,8 +239,14 @@ def records_verify_cmd(path, teacher, num_check, data_root, device, as_json) -> 
 @click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
-@click.option("--kd-weight", type=float, default=None)
+@click.option("--ce-weight", type=float, default=None, help="Weight of the cross-entropy to the labels.")
+@click.option("--kd-weight", type=float, default=None, help="Weight of the KL to the recorded teacher.")
 @click.option("--temperature", type=float, default=None)
+@click.option("--label-smoothing", type=float, default=None, help="Label smoothing of the CE term.")
+@click.option("--select", type=click.Choice(["auto", "val", "last"]), default=None,
+              help="Which epoch is kept: best on the validation split, the last one, or auto (val if the data has "
+                   "one). Never the test split.")
+
 @click.option("--nwsd-weight", type=float, default=None, help="Signed NWSD weight (negative: push away).")
 @click.option("--nwsd-source", type=click.Choice(["ema", "past", "sharpen"]), default=None)
 @click.option("--views", type=int, default=None, help="Use only the first K recorded views (default all).")
@@ -241,23 +258,24 @@ def records_verify_cmd(path, teacher, num_check, data_root, device, as_json) -> 
 @click.option("--device", default=None)
 @click.option("--workers", type=int, default=None)
 @click.option("--seed", type=int, default=None)
-def distill_cmd(records, student, student_opt, data_root, epochs, batch_size, lr, kd_weight, temperature,
-                nwsd_weight, nwsd_source, views, online_teacher, out, resume, config, device, workers, seed) -> None:
+def distill_cmd(records, student, student_opt, data_root, epochs, batch_size, lr, ce_weight, kd_weight, temperature,
+                label_smoothing, select, nwsd_weight, nwsd_source, views, online_teacher, out, resume, config, device,
+                workers, seed) -> None:
     """Train a student from a record store alone: CE + KD to the recorded teacher + NWSD."""
     from .config import build_config
     from .distill.trainer import DistillConfig, distill
 
     flags = _overrides(records=records, student=student, data_root=data_root, epochs=epochs, batch_size=batch_size,
-                       lr=lr, kd_weight=kd_weight, temperature=temperature, nwsd_weight=nwsd_weight,
+                       lr=lr, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature,
+                       label_smoothing=label_smoothing, select=select, nwsd_weight=nwsd_weight,
                        nwsd_source=nwsd_source, views=views, online_teacher=online_teacher, out=out, resume=resume,
                        device=device, workers=workers, seed=seed)
     if student_opt:
         flags["student_cfg"] = _parse_kv(student_opt, "--student-opt")
     cfg = build_config(DistillConfig, _yaml_layer(config), flags)
     state, run_dir = distill(cfg, log=click.echo)
-    best = " ".join(f"{k}={v:.4f}" for k, v in state.best_metrics.items() if k != "epoch")
     if is_main_process():
-        click.echo(f"best: {best} (epoch {state.best_metrics.get('epoch')}) -> {run_dir}/student.pt")
+        click.echo(f"{_chosen(state.best_metrics)} -> {run_dir}/student.pt")
 
 
 @cli.command("demo")

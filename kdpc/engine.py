@@ -61,7 +61,7 @@ def replay_view(dataset: Any, sample: int, params: dict[str, np.ndarray]) -> tup
 class EpochViews(Dataset):
     """Training views for plain supervised training: a fresh shape-level view of every sample each epoch.
 
-    The view of sample i in epoch e is ``draw_params(seed, i, view=e)``, so an epoch is reproducible and a resumed
+    The view of sample i in epoch e is ``draw_params(seed, i, view=e, stream="train")``, so an epoch is reproducible and a resumed
     run sees the same data as an uninterrupted one.
     """
 
@@ -79,7 +79,8 @@ class EpochViews(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        params = params_at(draw_params(self.augment, self.seed, np.array([index]), np.array([self.epoch])), 0)
+        params = params_at(draw_params(self.augment, self.seed, np.array([index]), np.array([self.epoch]),
+                                       stream="train"), 0)
         points, parts = replay_view(self.dataset, index, params)
         points, order = apply_point_level_with_index(points, self.point_augment, point_rng(self.seed, self.epoch, index))
         item = {"points": points, "label": int(self.dataset.labels[index]), "index": index}
@@ -183,6 +184,13 @@ def evaluate(model: torch.nn.Module, dataset: Any, device: torch.device, batch_s
     if task == "partseg":
         return part_seg_metrics(pred, np.concatenate(targets), np.concatenate(cats), dataset.category_parts)
     return classification_metrics(pred, np.concatenate(targets), dataset.num_classes)
+
+
+def evaluate_file(path: Any, dataset: Any, device: torch.device, batch_size: int = 64) -> dict[str, float]:
+    """``evaluate`` on the model saved in checkpoint ``path``."""
+    from .checkpoint import load_checkpoint
+
+    return evaluate(load_checkpoint(path).build_model(device), dataset, device, batch_size=batch_size)
 
 
 def category_part_mask(category_parts: dict[int, list[int]], num_categories: int, num_parts: int) -> torch.Tensor:

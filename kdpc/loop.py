@@ -20,28 +20,51 @@ from .progress import progress
 
 from .distributed import World, all_reduce_sum, barrier, broadcast_object, decorrelate_rng, gather_objects
 from .engine import autocast, rng_state, set_rng_state
+from .checkpoint import update_checkpoint_metrics
 from .errors import KdpcError
 
 StepFn = Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
+
+
+SELECT_MODES = ("auto", "val", "last")
 
 
 @dataclass
 class LoopState:
     epoch: int = 0  # epochs finished
     best_metric: float = -math.inf
-    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class LoopHooks:
+    """What a training command plugs into :func:`fit`.
+
+    ``validate`` scores the current model on the validation split (``None``: the data has none, so the last epoch is
+    taken); ``test`` scores the checkpoint file that was chosen, once, after training. The test split never
+    drives a choice."""
+
     loader_for_epoch: Callable[[int], Iterable[dict[str, Any]]]
     step: StepFn
-    evaluate: Callable[[], dict[str, float]]
-    save_checkpoint: Callable[[Path, dict[str, float], dict[str, Any] | None], None]
+    validate: Callable[[], dict[str, float]] | None
+    test: Callable[[Path], dict[str, float]]
+    save_checkpoint: Callable[[Path, dict[str, Any], dict[str, Any] | None], None]
     after_step: Callable[[], None] = lambda: None
     extra_state: Callable[[], dict[str, Any]] = dict
     load_extra_state: Callable[[dict[str, Any]], None] = lambda state: None
+
+
+def resolve_select(select: str, has_validation: bool) -> str:
+    """``auto`` -> ``val`` where the data has a validation split, else ``last``."""
+    if select not in SELECT_MODES:
+        raise KdpcError(f"--select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+    if select == "auto":
+        return "val" if has_validation else "last"
+    if select == "val" and not has_validation:
+        raise KdpcError("--select val needs a validation split; this dataset has none: add --dataset-opt "
+                        "holdout=0.1 (a deterministic hold-out from train) or use --select last")
+    return select
 
 
 def fit(
@@ -53,6 +76,7 @@ def fit(
     epochs: int,
     device: torch.device,
     primary: str,
+    select: str,
     best_path: Path,
     last_path: Path | None = None,
     metrics_path: Path | None = None,
@@ -64,9 +88,15 @@ def fit(
     log: Callable[[str], None] = lambda line: tqdm.write(line),
     world: World = World(),
 ) -> LoopState:
-    """Train for ``epochs``. Under torchrun (``world.enabled``) ``model`` is the DDP-wrapped module, every rank runs
-    this loop on its shard of each epoch, loss terms are averaged over ranks, and only rank 0 evaluates (the others
-    wait for its metrics), logs, and writes checkpoints and ``metrics.jsonl``."""
+    """Train for ``epochs`` and keep, as ``best_path``, the epoch chosen by ``select``: ``val`` (best validation
+    ``primary``) or ``last``. The chosen checkpoint is then scored once on the test split; its metrics say how it
+    was chosen (``selected_by``). Under torchrun (``world.enabled``) ``model`` is the DDP-wrapped module, every rank
+    runs this loop on its shard of each epoch, loss terms are averaged over ranks, and only rank 0 evaluates (the
+    others wait for its metrics), logs, and writes checkpoints and ``metrics.jsonl``."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise KdpcError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    if select not in ("val", "last") or (select == "val" and hooks.validate is None):
+        raise ValueError(f"select {select!r} needs resolve_select() and, for 'val', a validate hook")
     state = LoopState()
     main = world.is_main
     if not main:
@@ -101,18 +131,26 @@ def fit(
                 sums[key] = sums.get(key, 0.0) + float(value)
             bar.set_postfix(loss=f"{shown.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
-        record.update({f"loss/{k}": v for k, v in _mean_terms(sums, count, world, device).items()})
+        # terms named "group/what" (train/acc, train/agree) keep their name; the rest are loss terms
+        record.update({k if "/" in k else f"loss/{k}": v for k, v in _mean_terms(sums, count, world, device).items()})
         record["train_time_s"] = time.perf_counter() - started
         is_last = epoch + 1 == epochs
-        if (epoch + 1) % eval_every == 0 or is_last:
-            metrics = broadcast_object(world, hooks.evaluate() if main else None)
-            record.update(metrics)
-            if metrics[primary] > state.best_metric:
-                state.best_metric = metrics[primary]
-                state.best_metrics = {**metrics, "epoch": epoch + 1}
+        line = f"epoch {epoch + 1}/{epochs}"
+        if hooks.validate is not None and ((epoch + 1) % eval_every == 0 or is_last):
+            val = {f"val/{k}": v for k, v in broadcast_object(world, hooks.validate() if main else None).items()}
+            record.update(val)
+            line += " " + " ".join(f"{k}={v:.4f}" for k, v in val.items())
+            if select == "val" and val[f"val/{primary}"] > state.best_metric:
+                state.best_metric = val[f"val/{primary}"]
+                state.best_metrics = {**val, "epoch": epoch + 1, "selected_by": f"best val/{primary}"}
                 if main:
                     hooks.save_checkpoint(best_path, state.best_metrics, None)
-            log(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({record['train_time_s']:.1f}s)")
+        if select == "last" and is_last:
+            state.best_metrics = {**{k: v for k, v in record.items() if k.startswith("val/")}, "epoch": epoch + 1,
+                                  "selected_by": "last epoch"}
+            if main:
+                hooks.save_checkpoint(best_path, state.best_metrics, None)
+        log(f"{line} ({record['train_time_s']:.1f}s)")
         state.epoch = epoch + 1
         state.history.append(record)
         if metrics_path is not None and main:
@@ -121,9 +159,19 @@ def fit(
         if last_path is not None:
             snapshot = _snapshot(state, optimizer, scheduler, hooks, world)  # a collective: every rank takes part
             if main:
-                hooks.save_checkpoint(last_path, {**record}, snapshot)
+                hooks.save_checkpoint(last_path, {**record, "selected_by": "last epoch"}, snapshot)
+    state.best_metrics = broadcast_object(world, _score_on_test(state, hooks, best_path) if main else None)
     barrier(world)  # nobody returns before rank 0 has written everything
     return state
+
+
+def _score_on_test(state: LoopState, hooks: LoopHooks, best_path: Path) -> dict[str, Any]:
+    """Test metrics of the chosen checkpoint, written into it (once: a resumed, finished run keeps them)."""
+    if any(k.startswith("test/") for k in state.best_metrics):
+        return state.best_metrics
+    metrics = {**state.best_metrics, **{f"test/{k}": v for k, v in hooks.test(best_path).items()}}
+    update_checkpoint_metrics(best_path, metrics)
+    return metrics
 
 
 def _quiet(line: str) -> None:

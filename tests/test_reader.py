@@ -63,7 +63,7 @@ def test_get_random_access(tmp_path, suffix):
     assert set(got) == {"sample", "view", "seed", "scale", "translate", "rotation", "logprobs"}
     np.testing.assert_array_equal(got["sample"], samples)
     np.testing.assert_array_equal(got["view"], views)
-    expected = draw_params(AugmentConfig(rotation="up"), 3, samples, views)
+    expected = draw_params(AugmentConfig(rotation="up"), 3, samples, views, stream="record")
     for name, values in expected.items():
         np.testing.assert_array_equal(got[name], values)
     assert got["logprobs"].dtype == np.float32 and got["logprobs"].shape == (5, C)

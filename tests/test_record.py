@@ -36,7 +36,7 @@ def test_store_is_view_major_with_params_from_seed_sample_view(tiny_store):
     batch = reader.get(np.arange(S * V))
     np.testing.assert_array_equal(batch["sample"], np.tile(np.arange(S), V))
     np.testing.assert_array_equal(batch["view"], np.repeat(np.arange(V), S))
-    expected = draw_params(AugmentConfig(), 0, batch["sample"], batch["view"])
+    expected = draw_params(AugmentConfig(), 0, batch["sample"], batch["view"], stream="record")
     for name, values in expected.items():
         np.testing.assert_array_equal(batch[name], values)  # quantised before use, stored exactly
     assert reader.header.dataset["fingerprint"] == data.fingerprint()
@@ -53,7 +53,11 @@ def test_replayed_views_reproduce_the_recorded_teacher_outputs(tiny_store, tiny_
     stored = reader.get(records)["logprobs"].astype(np.float64)
     bound = decoded_error_bound(get_codec(reader.header.codec, reader.header.num_classes), replayed, stored)
     assert np.all(np.abs(replayed - stored) <= bound + 1e-4)
-    assert (replayed.argmax(1) == stored.argmax(1)).mean() > 0.99
+    # the top class survives decoding wherever the teacher's top-2 margin exceeds the codec's error on both (this
+    # one-epoch teacher is near-uniform, so ties within the codec's resolution may flip)
+    top2 = np.sort(replayed, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * (bound.max(axis=1) + 1e-4)
+    assert (replayed.argmax(1) == stored.argmax(1))[clear].all()
     proc = run_kdpc("records", "verify", str(tiny_store), "--teacher", str(tiny_teacher), "--check", "100", "--json")
     report = json.loads(proc.stdout)
     assert report["ok"] and report["replay"]["checked"] == 100

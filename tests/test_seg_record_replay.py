@@ -54,7 +54,7 @@ def record_store(path, ds, ckpt, model, codec, anchors=8, feature_dim=16, batch=
             s0, s1 = w.block_range(b)
             records = np.arange(s0, s1)
             samples, views = records % len(ds), records // len(ds)
-            params = draw_params(aug, RUN_SEED, samples, views)
+            params = draw_params(aug, RUN_SEED, samples, views, stream="record")
             seeds = view_seeds(records, len(ds), aug, RUN_SEED)
             np.testing.assert_array_equal(seeds, params["seed"])
             outputs = []

@@ -238,7 +238,7 @@ def test_seg_store_write_read_verify(tmp_path, seg_data, suffix):
     expected = block_columns(h, 0, lp, feats)
     for name in ("sample", "view", "seed", "scale", "translate"):
         np.testing.assert_array_equal(got[name][0], expected[name][0])
-    params = draw_params(AugmentConfig(), 5, idx % S, idx // S)
+    params = draw_params(AugmentConfig(), 5, idx % S, idx // S, stream="record")
     np.testing.assert_array_equal(got["seed"], params["seed"])
     cols = reader.load_all()
     assert "logprobs" not in cols and cols["seed"].shape == (S * V,)

@@ -223,7 +223,7 @@ def test_distill_two_ranks_matches_one_process(reference_store, work):
     m2 = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert len(m1) == len(m2) == 2
     for a, b in zip(m1, m2):
-        for key in ("loss/ce", "loss/kd", "loss/total", "oa", "lr"):
+        for key in ("loss/ce", "loss/kd", "loss/total", "val/oa", "lr"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
 

@@ -7,7 +7,8 @@ shapenetcore_partanno_segmentation_benchmark_v0_normal text layout).
 """
 
 from .base import PointCloudDataset, normalize_points
-from .registry import DATASETS, create_dataset, dataset_options, list_datasets, register_dataset
+from .registry import DATASETS, create_dataset, dataset_options, dataset_splits, has_validation, list_datasets
+from .registry import register_dataset
 
 # importing the loader modules registers them
 from . import synthetic as _synthetic  # noqa: E402,F401
@@ -26,4 +27,6 @@ __all__ = [
     "list_datasets",
     "normalize_points",
     "register_dataset",
+    "dataset_splits",
+    "has_validation",
 ]

@@ -148,6 +148,16 @@ class PointCloudDataset(Dataset):
             return pts, label, np.array(self.part_labels[i, :n], dtype=np.int64, copy=True)
         return pts, label
 
+    def subset(self, indices: np.ndarray, split: str, config: Mapping[str, Any]) -> "PointCloudDataset":
+        """Samples ``indices`` of this split as a split of its own (named ``split``, with ``config``)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return PointCloudDataset(
+            name=self.name, split=split, task=self.task, class_names=self.class_names, points=self.points[idx],
+            labels=self.labels[idx], num_points=self.num_points, config=config,
+            part_labels=None if self.part_labels is None else self.part_labels[idx],
+            part_names=self.part_names if self.task == "partseg" else None,
+            category_parts=self.category_parts if self.task == "partseg" else None, normalize=False, root=self.root)
+
     def fingerprint(self) -> str:
         """sha256 hex over the split's points, labels (and part labels), with their shapes; cached."""
         if self._fingerprint is None:

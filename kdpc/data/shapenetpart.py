@@ -176,6 +176,7 @@ def _load_txt(name: str, folder: Path, split: str, num_raw_points: int):
     "shapenetpart",
     "ShapeNetPart part segmentation, 16 categories / 50 parts (hdf5_data or the "
     "shapenetcore_partanno_segmentation_benchmark_v0_normal text layout; splits train/val/test/trainval)",
+    splits=SPLITS,
 )
 def shapenetpart(
     root: str | Path | None = None,

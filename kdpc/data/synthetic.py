@@ -12,7 +12,7 @@ Difficulty knobs (all in ``config`` and so in the fingerprint's provenance):
 - ``stretch``: per-axis random scale in [1 - stretch, 1 + stretch] (default 0.15), which further blurs proportions.
 - ``max_yaw`` (degrees, default 180: any heading) and ``max_tilt`` (degrees off vertical, default 10): pose
   variation, drawn identically for every class so that pose does not reveal the class.
-- ``samples_per_class`` (default 100 for train, 40 for test and val), ``num_raw_points`` (default 512), ``seed``
+- ``samples_per_class`` (default 100 for train and test, 50 for val), ``num_raw_points`` (default 512), ``seed``
   (default 0; each split uses its own derived streams), ``classes`` (a subset of the class names, default all).
 """
 
@@ -31,7 +31,7 @@ from .shapes import CLASS_NAMES, PART_CLASS_NAMES, SHAPE_CLASSES, generate
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "test", "val")
-DEFAULT_SAMPLES_PER_CLASS = {"train": 100, "test": 40, "val": 40}
+DEFAULT_SAMPLES_PER_CLASS = {"train": 100, "test": 100, "val": 50}
 DEFAULT_NUM_POINTS = 256
 DEFAULTS: dict[str, Any] = {
     "num_raw_points": 512,
@@ -139,6 +139,7 @@ def _generate(cfg: dict[str, Any], split: str):
     "synthetic",
     f"embedded procedural ModelNet-like set, {len(CLASS_NAMES)} classes of primitives and furniture-like "
     "composites with noise/occlusion knobs; no files needed (the default)",
+    splits=SPLITS,
 )
 def synthetic(
     root: str | Path | None = None,
@@ -176,6 +177,7 @@ def synthetic(
     "synthetic-parts",
     f"embedded procedural part segmentation: the {len(PART_CLASS_NAMES)} composite classes of 'synthetic' "
     f"with {len(PART_NAMES)} global part ids; no files needed",
+    splits=SPLITS,
 )
 def synthetic_parts(
     root: str | Path | None = None,

@@ -91,7 +91,7 @@ class RecordedViews(Dataset):
             params = {spec.name: batch[spec.name] for spec in self.reader.header.params}
         else:
             batch = None
-            params = draw_params(self.augment, self.run_seed, samples, views)
+            params = draw_params(self.augment, self.run_seed, samples, views, stream="record")
         items = []
         for k, sample in enumerate(samples):
             points, parts = replay_view(self.dataset, int(sample), params_at(params, k))

@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from ..augment import AugmentConfig, PointAugmentConfig
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import config_to_dict, save_yaml
-from ..data import create_dataset
+from ..data import create_dataset, has_validation
 from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distributed, everywhere, on_main
 from ..distributed import main_log, rank_device, sync_batchnorm, wrap_ddp
-from ..engine import default_workers, evaluate, make_optimizer, make_scheduler, model_forward, primary_metric
-from ..engine import resolve_device, seed_everything, train_loader
+from ..engine import default_workers, evaluate, evaluate_file, make_optimizer, make_scheduler, model_forward
+from ..engine import primary_metric, resolve_device, seed_everything, train_loader
 from ..errors import KdpcError
-from ..loop import LoopHooks, LoopState, fit
+from ..loop import LoopHooks, LoopState, fit, resolve_select
 from ..models import count_parameters, create_model, model_task
 from .dataset import RecordedViews, check_provenance
 from .losses import kd_loss, label_smoothing_ce, nwsd_loss
@@ -41,7 +41,7 @@ class DistillConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 1
-    label_smoothing: float = 0.2
+    label_smoothing: float = 0.0
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     temperature: float = 4.0
@@ -59,6 +59,7 @@ class DistillConfig:
     online_seed: int = 0
     online_augment: dict[str, Any] = field(default_factory=dict)
     eval_every: int = 1
+    select: str = "auto"  # which epoch becomes student.pt: val (best validation score), last, auto (val if any)
     out: str | None = None
     resume: bool = False
     device: str = "auto"
@@ -113,18 +114,23 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             augment = AugmentConfig.from_dict(cfg.online_augment)
             source = {"online_teacher": str(cfg.online_teacher), "teacher_arch": ckpt.arch}
 
-        train_set = create_dataset(data_info["name"], root=cfg.data_root, split=data_info.get("split", "train"),
-                                   num_points=data_info.get("num_points"), **data_info.get("config", {}))
-        test_set = create_dataset(data_info["name"], root=cfg.data_root, split="test",
+        def load(split: str):
+            return create_dataset(data_info["name"], root=cfg.data_root, split=split,
                                   num_points=data_info.get("num_points"), **data_info.get("config", {}))
+
+        train_set = load(data_info.get("split", "train"))
+        val_set = load("val") if has_validation(data_info["name"], data_info.get("config")) else None
+        test_set = load("test")
         if reader is not None:
             check_provenance(reader.header, train_set)
             reader.load_all()  # every rank holds the whole store: the ranks' shares change every epoch
         if model_task(cfg.student) != train_set.task:
             raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {train_set.task}")
-        return reader, teacher, augment, data_info, run_seed, num_views, source, train_set, test_set
+        return reader, teacher, augment, data_info, run_seed, num_views, source, train_set, val_set, test_set
 
-    reader, teacher, augment, data_info, run_seed, num_views, source, train_set, test_set = everywhere(world, setup)
+    reader, teacher, augment, data_info, run_seed, num_views, source, train_set, val_set, test_set = \
+        everywhere(world, setup)
+    select = resolve_select(cfg.select, val_set is not None)
     if reader is not None:
         log(f"records: {reader.num_records} ({reader.num_samples} samples x {reader.num_views} views, "
             f"codec {reader.header.codec}) from {cfg.records}")
@@ -199,6 +205,10 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             terms = {"ce": label_smoothing_ce(logits, label, smoothing=cfg.label_smoothing),
                      "kd": kd_loss(logits, teacher_logprobs, cfg.temperature)}
             total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
+        target = batch["parts"].to(device) if task == "partseg" else label
+        prediction = logits.detach().argmax(-1)
+        terms["train/acc"] = (prediction == target).float().mean()
+        terms["train/agree"] = (prediction == teacher_logprobs.argmax(-1)).float().mean()  # teacher-student agreement
         if self_target is not None:
             record_ids = batch["record"].to(device)
             q_self, mask = self_target.targets(logits, inputs=points if task == "cls" else (points, label),
@@ -243,16 +253,18 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if srkd is not None:
             srkd.load_state_dict(state["srkd"])
 
+    eval_batch = max(64, cfg.batch_size)
     hooks = LoopHooks(
         loader_for_epoch=loader_for_epoch, step=step, after_step=after_step,
-        evaluate=lambda: evaluate(student, test_set, device, batch_size=max(64, cfg.batch_size)),
+        validate=None if val_set is None else lambda: evaluate(student, val_set, device, batch_size=eval_batch),
+        test=lambda path: evaluate_file(path, test_set, device, batch_size=eval_batch),
         save_checkpoint=save,
         extra_state=extra_state, load_extra_state=load_extra_state,
     )
     if world.is_main:
         save_yaml(config_to_dict(cfg), out / "config.yaml")
     state = fit(model, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
-                best_path=out / "student.pt", last_path=out / "last.pt", metrics_path=out / "metrics.jsonl",
+                select=select, best_path=out / "student.pt", last_path=out / "last.pt", metrics_path=out / "metrics.jsonl",
                 eval_every=cfg.eval_every, amp=cfg.amp, resume_state=resume_state, desc=f"distill {cfg.student}",
                 world=world)
     if world.is_main:

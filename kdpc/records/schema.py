@@ -18,11 +18,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import __version__
-from ..augment import AugmentConfig, ParamSpec, param_specs
+from ..augment import VIEW_STREAMS, AugmentConfig, ParamSpec, param_specs
 from ..errors import KdpcError
 from .codecs import DEFAULT_CODEC, DEFAULT_SEG_CODEC, Codec, PointCodec, get_codec, get_point_codec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: views drawn from the "record" stream (kdpc.augment.VIEW_STREAMS), named in view_stream
 TASKS = ("cls", "partseg")  # partseg: per-point outputs (a point axis after the record axis) + anchor features
 DEFAULT_CHUNK_RECORDS = 4096
 DEFAULT_SEG_CHUNK_RECORDS = 64  # a partseg record is ~10-20 kB, so blocks of 64 views are ~1 MB
@@ -98,6 +98,7 @@ class StoreHeader:
     params: list[ParamSpec] = field(default_factory=list)  # empty -> param_specs(AugmentConfig.from_dict(augment))
     augment: dict = field(default_factory=dict)
     run_seed: int = 0
+    view_stream: str = "record"  # kdpc.augment.VIEW_STREAMS key the view parameters are drawn from
     num_points: int = 0
     teacher: dict = field(default_factory=dict)  # arch, config, num_params, sha256, metrics
     dataset: dict = field(default_factory=dict)  # name, split, num_samples, num_points, fingerprint, config
@@ -136,6 +137,8 @@ class StoreHeader:
                 f"record store schema version {self.schema_version} is not supported by kdpc {__version__} "
                 f"(it reads version {SCHEMA_VERSION}); use the kdpc version that wrote it or upgrade kdpc"
             )
+        if self.view_stream not in VIEW_STREAMS:
+            raise KdpcError(f"record header view_stream {self.view_stream!r} is unknown; known: {', '.join(VIEW_STREAMS)}")
         if self.task not in TASKS:
             raise KdpcError(f"record task {self.task!r} is not supported yet; supported: {', '.join(TASKS)}")
         for name in ("num_samples", "num_views", "num_classes", "chunk_records"):

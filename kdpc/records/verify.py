@@ -4,7 +4,7 @@ Problems (``ok`` is False when there are any): unknown schema version, missing/m
 chunks carry no checksum, an incomplete store (complete attribute / block flags), chunks that are missing or fail
 their checksum (zarr crc32c, HDF5 fletcher32) or do not decode, NaN/+inf teacher outputs, ``sample``/``view`` ids
 that break the view-major order, non-finite or out-of-range augmentation parameters, labels out of range.
-Warnings (``ok`` stays True): parameters that differ from ``draw_params(augment, run_seed)``.
+Warnings (``ok`` stays True): parameters that differ from ``draw_params(augment, run_seed, stream=view_stream)``.
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg:
     start, stop = header.block_range(b)
     records = np.arange(start, stop, dtype=np.int64)
     try:
-        expected = draw_params(cfg, header.run_seed, records % header.num_samples, records // header.num_samples)
+        expected = draw_params(cfg, header.run_seed, records % header.num_samples, records // header.num_samples,
+                               stream=header.view_stream)
     except Exception:  # noqa: BLE001 - a replay rule this kdpc does not know; the range checks above still ran
         return
     differ = [name for name, arr in expected.items() if name in data and not np.array_equal(

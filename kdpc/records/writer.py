@@ -340,7 +340,7 @@ def _check_structure(backend: Backend, header: StoreHeader, path: Path) -> None:
 # ------------------------------------------------------------------------------------ synthetic stores (tests/bench)
 def block_columns(header: StoreHeader, block: int, logprobs: np.ndarray,
                   features: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The ``write_block`` columns of ``block``: view-major ids, ``draw_params(augment, run_seed)`` and the rows
+    """The ``write_block`` columns of ``block``: view-major ids, ``draw_params(augment, run_seed, stream=view_stream)`` and the rows
     ``logprobs[start:stop]`` of a full view-major ``[num_records, C]`` (partseg: ``[num_records, N, P]``) array, and
     ``features[start:stop]`` for partseg stores with anchors."""
     from ..augment import AugmentConfig, draw_params
@@ -348,7 +348,8 @@ def block_columns(header: StoreHeader, block: int, logprobs: np.ndarray,
     start, stop = header.block_range(block)
     records = np.arange(start, stop, dtype=np.int64)
     samples, views = records % header.num_samples, records // header.num_samples
-    params = draw_params(AugmentConfig.from_dict(header.augment), header.run_seed, samples, views)
+    params = draw_params(AugmentConfig.from_dict(header.augment), header.run_seed, samples, views,
+                         stream=header.view_stream)
     cols = {"sample": samples, "view": views, **params, "logprobs": np.asarray(logprobs)[start:stop]}
     if FEATURES in column_names(header):
         if features is None:
