@@ -33,8 +33,8 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from kdpc.distill.trainer import DistillConfig, distill
-    from kdpc.evaluate import evaluate_checkpoint
-    from kdpc.train import TrainConfig, train
+    from kdpc.training.evaluate import evaluate_checkpoint
+    from kdpc.training.train import TrainConfig, train
 
     quiet = lambda line: None  # noqa: E731
     started = time.perf_counter()

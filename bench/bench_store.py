@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from kdpc.augment import AugmentConfig
-from kdpc.records import RecordWriter, StoreHeader, block_columns, realistic_logprobs
+from kdpc.store import RecordWriter, StoreHeader
+from kdpc.testing.stores import block_columns
+from kdpc.testing.teachers import realistic_logprobs
 
 
 def write_bench_store(path: Path, dataset, views: int = 2, codec: str | None = None, seed: int = 0) -> Path:

@@ -27,11 +27,11 @@ from common import markdown_table, machine_line, save_bar_plot  # noqa: E402
 from kdpc.augment import AugmentConfig  # noqa: E402
 from kdpc.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from kdpc.data import create_dataset  # noqa: E402
-from kdpc.engine import autocast, resolve_device  # noqa: E402
+from kdpc.training.runtime import autocast, resolve_device  # noqa: E402
 from kdpc.models import create_model  # noqa: E402
 from kdpc.recorder import RecordConfig, record  # noqa: E402
 from kdpc.recorder.views import RecordViews  # noqa: E402
-from kdpc.records import reader_throughput  # noqa: E402
+from kdpc.testing.stores import reader_throughput  # noqa: E402
 
 
 def make_teacher(args, dataset, path: Path) -> None:

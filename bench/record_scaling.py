@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from kdpc.records.reader import store_contents  # noqa: E402
+from kdpc.testing.stores import store_contents  # noqa: E402
 
 LINE = re.compile(r"recorded (\d+) records in ([0-9.]+)s")
 

@@ -7,7 +7,7 @@
 Every number comes from real stores written with ``RecordWriter`` (all arrays: teacher output, augmentation params,
 sample/view ids, labels, flags, metadata) and read back with ``RecordReader``; bytes are the sum of file sizes.
 KL(T) = mean over records of KL(softmax(l_f32 / T) || softmax(l_decoded / T)). The synthetic teacher is
-``kdpc.records.codecs.realistic_logprobs`` (class-embedding cosine logits, per-sample sharpness, p_top median
+``kdpc.testing.teachers.realistic_logprobs`` (class-embedding cosine logits, per-sample sharpness, p_top median
 ~0.95). Runs on CPU in well under a minute with the defaults. Also prints reader throughput for random batches.
 """
 
@@ -24,18 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdpc.augment import AugmentConfig, draw_params  # noqa: E402
-from kdpc.records import (  # noqa: E402
-    DEFAULT_CODEC,
-    RecordReader,
-    RecordWriter,
-    StoreHeader,
-    get_codec,
-    kl_divergence,
-    log_softmax,
-    reader_throughput,
-    realistic_logprobs,
-    store_info,
-)
+from kdpc.store import DEFAULT_CODEC, RecordReader, RecordWriter, StoreHeader, get_codec, store_info
+from kdpc.store.codecs import kl_divergence, log_softmax
+from kdpc.testing.stores import reader_throughput
+from kdpc.testing.teachers import realistic_logprobs
 
 DEFAULT_CODECS = ["f32", "f16", "u8", "u8log", "topk:10", "topk:5"]
 

@@ -9,7 +9,7 @@ by the number of views (records). KL(T) is the mean over points of KL(softmax(l_
 The reference is float16 dense per-point logits, N * P * 2 bytes per view (204,800 B at 2048 points x 50 parts);
 the goal is <= 1/8 of it including the features (25,600 B).
 
-The synthetic teacher is ``kdpc.records.codecs.realistic_seg_logprobs`` (ShapeNetPart's 16 categories / 50 parts,
+The synthetic teacher is ``kdpc.testing.teachers.realistic_seg_logprobs`` (ShapeNetPart's 16 categories / 50 parts,
 per-point p_top quartiles ~0.84 / 0.94 / 0.98, out-of-category parts 6-20 nats down) with features at 128 anchors x
 32 dims. ``--teacher`` runs ``kdpc.recorder.seg.teacher_seg_outputs`` over ``--samples`` training views of the
 checkpoint's dataset (its own num_points and parts).
@@ -28,8 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdpc.augment import AugmentConfig, draw_params  # noqa: E402
-from kdpc.records import RecordReader, RecordWriter, StoreHeader, kl_divergence, store_info  # noqa: E402
-from kdpc.records.codecs import DEFAULT_SEG_CODEC, get_point_codec, realistic_seg_logprobs  # noqa: E402
+from kdpc.store import RecordReader, RecordWriter, StoreHeader, store_info  # noqa: E402
+from kdpc.store.codecs import kl_divergence  # noqa: E402
+from kdpc.store import DEFAULT_SEG_CODEC, get_point_codec  # noqa: E402
+from kdpc.testing.teachers import realistic_seg_logprobs  # noqa: E402
 
 DEFAULT_CODECS = ["f16", "u8log", "topk:3", "ptopk:1", "ptopk:2", "ptopk:3", "ptopk:4", "ptopk:6"]
 
@@ -56,8 +58,8 @@ def teacher_data(args: argparse.Namespace):
 
     from kdpc.augment import params_at
     from kdpc.checkpoint import load_checkpoint
-    from kdpc.engine import replay_view
-    from kdpc.evaluate import dataset_for_checkpoint
+    from kdpc.augment import replay_view
+    from kdpc.checkpoint import dataset_for_checkpoint
     from kdpc.recorder.seg import make_seg_header_fields, teacher_seg_outputs
 
     ckpt = load_checkpoint(args.teacher)

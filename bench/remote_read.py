@@ -31,8 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdpc.records import RecordReader, write_synthetic_store  # noqa: E402
-from kdpc.records.share import copy_store, pack_store  # noqa: E402
+from kdpc.store import RecordReader  # noqa: E402
+from kdpc.testing.stores import write_synthetic_store  # noqa: E402
+from kdpc.store.share import copy_store, pack_store  # noqa: E402
 
 
 def free_port() -> int:

@@ -32,9 +32,10 @@ from kdpc.data import create_dataset  # noqa: E402
 from kdpc.distill.dataset import RecordedViews  # noqa: E402
 from kdpc.distill.losses import kd_loss, label_smoothing_ce, nwsd_loss  # noqa: E402
 from kdpc.distill.self_targets import make_self_target  # noqa: E402
-from kdpc.engine import EpochViews, resolve_device  # noqa: E402
+from kdpc.training.data import EpochViews  # noqa: E402
+from kdpc.training.runtime import resolve_device  # noqa: E402
 from kdpc.models import count_parameters, create_model  # noqa: E402
-from kdpc.records import RecordReader  # noqa: E402
+from kdpc.store import RecordReader  # noqa: E402
 from bench_store import write_bench_store  # noqa: E402
 
 VARIANTS = ("ce", "offline", "online")

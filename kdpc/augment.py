@@ -14,14 +14,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import KdpcError
+from .hashing import splitmix64, unit_interval
 
 ROTATIONS = ("none", "up", "so3")
 # Independent parameter streams. ``kdpc train`` draws its epoch views from "train", ``kdpc record`` (and the online
 # KD baseline, which must see the recorded views) from "record": whatever seeds the two runs use, a recorded view is
 # never one the teacher was fitted on, so the teacher's answer on it carries dark knowledge, not a memorised label.
 VIEW_STREAMS: dict[str, int] = {"train": 0x747261696E5F7631, "record": 0x7265636F72645F31}  # "train_v1", "record_1"
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass(frozen=True)
@@ -75,28 +74,19 @@ def param_specs(cfg: AugmentConfig) -> list[ParamSpec]:
 
 
 # --------------------------------------------------------------------------------------------- counter-based hash
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        x = (x + _GOLDEN) & _MASK64
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return x ^ (x >> np.uint64(31))
-
-
 def _view_keys(run_seed: int, samples: np.ndarray, views: np.ndarray, stream: str) -> np.ndarray:
     if stream not in VIEW_STREAMS:
         raise KdpcError(f"unknown view stream {stream!r}; known: {', '.join(VIEW_STREAMS)}")
-    base = _splitmix64(np.asarray([run_seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    base = _splitmix64(base ^ np.uint64(VIEW_STREAMS[stream]))
-    key = _splitmix64(base ^ np.asarray(samples, dtype=np.int64).astype(np.uint64))
-    return _splitmix64(key ^ (np.asarray(views, dtype=np.int64).astype(np.uint64) << np.uint64(40)))
+    base = splitmix64(np.asarray([run_seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    base = splitmix64(base ^ np.uint64(VIEW_STREAMS[stream]))
+    key = splitmix64(base ^ np.asarray(samples, dtype=np.int64).astype(np.uint64))
+    return splitmix64(key ^ (np.asarray(views, dtype=np.int64).astype(np.uint64) << np.uint64(40)))
 
 
 def _uniform(keys: np.ndarray, lane: int) -> np.ndarray:
     """U[0, 1) float64 for each key, independent per lane (one lane per drawn quantity)."""
     with np.errstate(over="ignore"):
-        h = _splitmix64(keys + np.uint64(lane) * np.uint64(0xD1B54A32D192ED03))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+        return unit_interval(splitmix64(keys + np.uint64(lane) * np.uint64(0xD1B54A32D192ED03)))
 
 
 def draw_params(cfg: AugmentConfig, run_seed: int, samples: np.ndarray, views: np.ndarray, *,
@@ -107,7 +97,7 @@ def draw_params(cfg: AugmentConfig, run_seed: int, samples: np.ndarray, views: n
     views = np.broadcast_to(np.asarray(views, dtype=np.int64), samples.shape)
     keys = _view_keys(run_seed, samples, views, stream)
     with np.errstate(over="ignore"):
-        seed = (_splitmix64(keys + np.uint64(7)) >> np.uint64(32)).astype(np.uint32)
+        seed = (splitmix64(keys + np.uint64(7)) >> np.uint64(32)).astype(np.uint32)
     scale = np.stack([cfg.scale_low + (cfg.scale_high - cfg.scale_low) * _uniform(keys, 1 + a) for a in range(3)], 1)
     translate = np.stack([cfg.translate * (2.0 * _uniform(keys, 4 + a) - 1.0) for a in range(3)], 1)
     params = {"seed": seed, "scale": scale.astype(np.float16), "translate": translate.astype(np.float16)}
@@ -142,7 +132,7 @@ def subset_indices(seed: int, num_raw: int, num_points: int) -> np.ndarray:
     """Which ``num_points`` of ``num_raw`` points a view uses, in which order (stable across numpy versions)."""
     if num_points > num_raw:
         raise KdpcError(f"a view needs {num_points} points but the sample has only {num_raw}")
-    keys = _splitmix64((np.uint64(seed) << np.uint64(32)) ^ np.arange(num_raw, dtype=np.uint64))
+    keys = splitmix64((np.uint64(seed) << np.uint64(32)) ^ np.arange(num_raw, dtype=np.uint64))
     return np.argsort(keys, kind="stable")[:num_points]
 
 
@@ -160,8 +150,8 @@ def anchor_indices(seed: Any, num_points: int, num_anchors: int) -> np.ndarray:
     if not 0 <= num_anchors <= num_points:
         raise KdpcError(f"cannot pick {num_anchors} anchors out of {num_points} points")
     seeds = np.asarray(seed, dtype=np.uint64)
-    base = _splitmix64(seeds.reshape(-1, 1) ^ np.uint64(ANCHOR_STREAM))
-    keys = _splitmix64(base ^ np.arange(num_points, dtype=np.uint64)[None, :])
+    base = splitmix64(seeds.reshape(-1, 1) ^ np.uint64(ANCHOR_STREAM))
+    keys = splitmix64(base ^ np.arange(num_points, dtype=np.uint64)[None, :])
     out = np.sort(np.argsort(keys, axis=1, kind="stable")[:, :num_anchors], axis=1).astype(np.int64)
     return out[0] if seeds.ndim == 0 else out.reshape(*seeds.shape, num_anchors)
 
@@ -194,6 +184,16 @@ def apply_params(points: np.ndarray, params: Mapping[str, Any], num_points: int)
     xyz *= np.asarray(params["scale"], dtype=np.float16).astype(np.float32)
     xyz += np.asarray(params["translate"], dtype=np.float16).astype(np.float32)
     return view
+
+
+def replay_view(dataset: Any, sample: int, params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The exact teacher input of a recorded view (and its part labels for segmentation)."""
+    points = apply_params(dataset.points[sample], params, dataset.num_points)
+    parts = None
+    if getattr(dataset, "part_labels", None) is not None:
+        idx = subset_indices(int(params["seed"]), dataset.num_raw_points, dataset.num_points)
+        parts = dataset.part_labels[sample][idx]
+    return points, parts
 
 
 def _rotate(xyz: np.ndarray, r: np.ndarray) -> np.ndarray:

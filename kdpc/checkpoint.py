@@ -123,3 +123,30 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def dataset_for_checkpoint(ckpt, dataset: str | None, data_root: str | None, split: str):
+    """The split a checkpoint was made for (same name, options and num_points) unless told otherwise."""
+    info = ckpt.dataset
+    name = dataset or info["name"]
+    cfg = dict(info.get("config", {})) if name == info["name"] else {}
+    from .data import create_dataset
+
+    data = create_dataset(name, root=data_root, split=split, num_points=info.get("num_points"), **cfg)
+    expected = data.num_parts if ckpt.task == "partseg" else data.num_classes
+    if expected != ckpt.num_classes:
+        raise KdpcError(f"checkpoint {ckpt.path} predicts {ckpt.num_classes} classes but dataset {name} has {expected}")
+    if data.task != ckpt.task:
+        raise KdpcError(f"checkpoint {ckpt.path} is a {ckpt.task} model but dataset {name} is {data.task}")
+    names = data.output_names
+    if names != list(ckpt.class_names):
+        raise KdpcError(f"checkpoint {ckpt.path} was trained on other classes than dataset {name} has "
+                        f"(first difference: {_first_difference(list(ckpt.class_names), names)})")
+    return data
+
+
+def _first_difference(a: list[str], b: list[str]) -> str:
+    for x, y in zip(a, b):
+        if x != y:
+            return f"{x!r} vs {y!r}"
+    return f"{len(a)} vs {len(b)} names"

@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 from .checkpoint import load_checkpoint
 from .distill.trainer import DistillConfig, distill
-from .evaluate import evaluate_checkpoint
+from .training.evaluate import evaluate_checkpoint
 from .recorder import RecordConfig, record
-from .train import TrainConfig, train
+from .training.train import TrainConfig, train
 
 
 @dataclass

@@ -6,3 +6,9 @@ The CLI turns a ``KdpcError`` into a single line on stderr and exit code 2. Anyt
 
 class KdpcError(Exception):
     """A problem with the user's input or environment, with a message that says what to do."""
+
+
+def exception_line(exc: BaseException) -> str:
+    """``TypeName: message`` on one line, for wrapping a library's exception into a ``KdpcError``."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

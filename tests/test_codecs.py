@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 
 from kdpc.errors import KdpcError
-from kdpc.records.codecs import (
-    DEFAULT_CODEC,
-    TopKCodec,
-    U8LogCodec,
-    decoded_error_bound,
-    get_codec,
-    kl_divergence,
-    log_softmax,
-    logsumexp,
-    realistic_logprobs,
-)
+from kdpc.store import DEFAULT_CODEC, get_codec
+from kdpc.store.codecs import TopKCodec, U8LogCodec, decoded_error_bound, kl_divergence, log_softmax, logsumexp
+from kdpc.testing.teachers import realistic_logprobs
 
 # mean KL(T) bounds each codec documents for realistic 40-class outputs (docs/record-format.md table)
 KL_BOUNDS = {

@@ -8,7 +8,7 @@ from kdpc.augment import AugmentConfig, PointAugmentConfig
 from kdpc.config import build_config, load_yaml
 from kdpc.distill.trainer import DistillConfig
 from kdpc.recorder import RecordConfig
-from kdpc.train import TrainConfig
+from kdpc.training.train import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -18,7 +18,7 @@ from kdpc.data import create_dataset
 from kdpc.distill.dataset import RecordedViews, check_provenance, view_schedule
 from kdpc.errors import KdpcError
 from kdpc.recorder.views import RecordViews
-from kdpc.records import RecordReader
+from kdpc.store import RecordReader
 
 TINY = dict(samples_per_class=4, num_raw_points=64)
 NO_POINT_AUG = PointAugmentConfig(jitter_sigma=0.0, shuffle=False, dropout_max=0.0)

@@ -11,7 +11,7 @@ from fixture_writers import write_modelnet40_h5
 from kdpc.augment import AugmentConfig, draw_params
 from kdpc.checkpoint import load_checkpoint
 from kdpc.data import create_dataset, dataset_splits, has_validation
-from kdpc.records import RecordReader
+from kdpc.store import RecordReader
 
 
 def _view_set(params: dict) -> set[bytes]:
@@ -72,19 +72,19 @@ def test_train_keeps_the_best_validation_epoch_and_scores_it_on_test_once(tmp_pa
 
 
 def test_no_training_path_evaluates_the_test_split_before_the_choice_is_made(monkeypatch, tmp_path):
-    import kdpc.engine as engine
-    import kdpc.train as train_module
-    from kdpc.train import TrainConfig, train
+    import kdpc.training.evaluate as evaluation
+    import kdpc.training.setup as setup
+    from kdpc.training.train import TrainConfig, train
 
     calls = []
-    original = engine.evaluate
+    original = evaluation.evaluate
 
     def spy(model, dataset, device, batch_size=64, workers=0):
         calls.append(dataset.split)
         return original(model, dataset, device, batch_size=batch_size, workers=workers)
 
-    monkeypatch.setattr(engine, "evaluate", spy)
-    monkeypatch.setattr(train_module, "evaluate", spy)
+    monkeypatch.setattr(evaluation, "evaluate", spy)
+    monkeypatch.setattr(setup, "evaluate", spy)
     state, out = train(TrainConfig(model="pointnet-tiny", epochs=3, batch_size=8, device="cpu", num_points=32,
                                    dataset_cfg={"samples_per_class": 4, "num_raw_points": 64},
                                    out=str(tmp_path / "t.pt")), log=lambda line: None)

@@ -8,7 +8,8 @@ import zarr
 
 from kdpc.augment import AugmentConfig, draw_params
 from kdpc.errors import KdpcError
-from kdpc.records import RecordReader, StoreHeader, get_codec, store_info, write_synthetic_store
+from kdpc.store import RecordReader, StoreHeader, get_codec, store_info
+from kdpc.testing.stores import write_synthetic_store
 
 S, V, C, CHUNK = 40, 3, 6, 25  # 120 records, 5 blocks
 

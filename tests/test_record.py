@@ -16,10 +16,10 @@ from kdpc.augment import AugmentConfig, draw_params
 from kdpc.checkpoint import load_checkpoint
 from kdpc.data import create_dataset
 from kdpc.recorder.views import RecordViews
-from kdpc.records import RecordReader, get_codec
-from kdpc.records.reader import store_contents
-from kdpc.records.codecs import decoded_error_bound
-from kdpc.records.schema import StoreHeader
+from kdpc.store import RecordReader, get_codec
+from kdpc.testing.stores import store_contents
+from kdpc.store.codecs import decoded_error_bound
+from kdpc.store.schema import StoreHeader
 
 TINY = dict(samples_per_class=4, num_raw_points=64)
 
@@ -77,7 +77,7 @@ def test_info_reports_counts_size_and_provenance(tiny_store, tiny_teacher):
 
 KILL_AFTER_TWO_BLOCKS = """
 import os, signal, sys
-from kdpc.records.writer import RecordWriter
+from kdpc.store import RecordWriter
 original = RecordWriter.write_block
 done = []
 def write_block(self, block, columns):

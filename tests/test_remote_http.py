@@ -15,9 +15,10 @@ import pytest
 
 from kdpc.cli import main
 from kdpc.errors import KdpcError
-from kdpc.records import RecordReader, store_info, verify_store, write_synthetic_store
-from kdpc.records.backends import open_store
-from kdpc.records.share import copy_store
+from kdpc.store import RecordReader, store_info, verify_store
+from kdpc.testing.stores import write_synthetic_store
+from kdpc.store.backends import open_store
+from kdpc.store.share import copy_store
 
 pytest.importorskip("aiohttp")
 
@@ -104,7 +105,7 @@ def test_missing_chunk_over_http_is_refused(served, capsys):
 
 
 def test_url_credentials_are_not_echoed():
-    from kdpc.records.remote import redact
+    from kdpc.store.locations import redact
 
     assert redact("https://alice:s3cret@host.example/x.zarr?X-Amz-Signature=abc") == "https://host.example/x.zarr"
     assert redact(Path("/a/b.zarr")) == "/a/b.zarr"

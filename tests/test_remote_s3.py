@@ -15,9 +15,10 @@ import pytest
 
 from kdpc.cli import main
 from kdpc.errors import KdpcError
-from kdpc.records import RecordReader, verify_store, write_synthetic_store
-from kdpc.records.backends import open_store
-from kdpc.records.share import convert_store, copy_store, merge_stores
+from kdpc.store import RecordReader, verify_store
+from kdpc.testing.stores import write_synthetic_store
+from kdpc.store.backends import open_store
+from kdpc.store.share import convert_store, copy_store, merge_stores
 
 BUCKET = "kdpc-team"
 ACCESS, SECRET = "AKIAKDPCTESTONLY0001", "kdpc-secret-do-not-store-7f3a9c"

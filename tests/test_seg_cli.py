@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_kdpc
 from kdpc.checkpoint import load_checkpoint
-from kdpc.records import RecordReader
+from kdpc.store import RecordReader
 
 PARTS = ["--dataset", "synthetic-parts", "--dataset-opt", "samples_per_class=4", "--dataset-opt",
          "num_raw_points=96", "--num-points", "48"]

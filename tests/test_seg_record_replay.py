@@ -10,13 +10,15 @@ from kdpc.augment import AugmentConfig, PointAugmentConfig, apply_point_level_wi
 from kdpc.checkpoint import Checkpoint
 from kdpc.data import create_dataset
 from kdpc.distill.seg import SrkdConfig, SrkdLoss, seg_item_fields
-from kdpc.engine import replay_view
+from kdpc.augment import replay_view
 from kdpc.errors import KdpcError
 from kdpc.models import create_model
 from kdpc.recorder.seg import concat_seg_outputs, make_seg_header_fields, project_features, teacher_seg_outputs
 from kdpc.recorder.seg import view_seeds
-from kdpc.records import RecordReader, RecordWriter, StoreHeader, verify_store
-from kdpc.records.codecs import get_point_codec, point_replay_check, projection_matrix
+from kdpc.store import RecordReader, RecordWriter, StoreHeader, verify_store
+from kdpc.store import get_point_codec
+from kdpc.recorder.replay_check import point_replay_check
+from kdpc.recorder.seg import projection_matrix
 
 RUN_SEED, VIEWS = 3, 2
 SLACK = 2e-3  # different batch composition moves float32 outputs by ~1e-6; generous

@@ -6,22 +6,16 @@ import numpy as np
 import pytest
 import zarr
 
-from kdpc.augment import AugmentConfig, _splitmix64, anchor_indices, draw_params
+from kdpc.augment import AugmentConfig, anchor_indices, draw_params
+from kdpc.hashing import splitmix64
 from kdpc.errors import KdpcError
-from kdpc.records import RecordReader, RecordWriter, StoreHeader, array_specs, block_columns, store_info, verify_store
-from kdpc.records.codecs import (
-    DEFAULT_SEG_CODEC,
-    PointTopKCodec,
-    get_codec,
-    get_point_codec,
-    kl_divergence,
-    log_softmax,
-    logsumexp,
-    point_decoded_error_bound,
-    projection_matrix,
-    realistic_seg_logprobs,
-)
-from kdpc.records.writer import write_synthetic_seg_store
+from kdpc.store import RecordReader, RecordWriter, StoreHeader, array_specs, store_info, verify_store
+from kdpc.testing.stores import block_columns
+from kdpc.store import DEFAULT_SEG_CODEC, get_codec, get_point_codec
+from kdpc.store.codecs import PointTopKCodec, kl_divergence, log_softmax, logsumexp, point_decoded_error_bound
+from kdpc.recorder.seg import projection_matrix
+from kdpc.testing.teachers import realistic_seg_logprobs
+from kdpc.testing.stores import write_synthetic_seg_store
 
 S, V, N, M, D = 10, 3, 48, 12, 8  # 30 views of 48 points, 50 parts; blocks of 8 views -> 4 blocks, the last partial
 
@@ -162,8 +156,8 @@ def test_rowwise_point_codecs_are_the_cls_codecs_per_point(seg_data, spec):
 # ------------------------------------------------------------------------------------------ anchors, projection
 def test_anchor_indices_by_the_documented_rule():
     seed, n, m = 123456789, 40, 7
-    base = _splitmix64(np.array([seed], dtype=np.uint64) ^ np.uint64(0x616E63686F727321))
-    keys = _splitmix64(base ^ np.arange(n, dtype=np.uint64))
+    base = splitmix64(np.array([seed], dtype=np.uint64) ^ np.uint64(0x616E63686F727321))
+    keys = splitmix64(base ^ np.arange(n, dtype=np.uint64))
     expected = np.sort(np.argsort(keys, kind="stable")[:m])
     got = anchor_indices(seed, n, m)
     np.testing.assert_array_equal(got, expected)
@@ -186,8 +180,8 @@ def test_projection_matrix_is_regenerated_from_its_seed():
     np.testing.assert_array_equal(w, projection_matrix(7, 64, 16))
     assert not np.array_equal(w, projection_matrix(8, 64, 16))
     # entry [0, 0] by hand: Box-Muller of the first two splitmix64 uniforms
-    base = _splitmix64(np.array([7], dtype=np.uint64) ^ np.uint64(0x70726F6A65637421))
-    h = _splitmix64(base + np.arange(2, dtype=np.uint64))
+    base = splitmix64(np.array([7], dtype=np.uint64) ^ np.uint64(0x70726F6A65637421))
+    h = splitmix64(base + np.arange(2, dtype=np.uint64))
     u = (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
     z = math.sqrt(-2 * math.log1p(-u[0])) * math.cos(2 * math.pi * u[1])
     assert w[0, 0] == np.float32(z / 4.0)

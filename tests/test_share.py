@@ -17,12 +17,13 @@ import pytest
 from kdpc.augment import AugmentConfig
 from kdpc.cli import main
 from kdpc.errors import KdpcError
-from kdpc.records import RecordReader, store_info, verify_store, write_synthetic_store
-from kdpc.records.backends import open_store, read_header
-from kdpc.records.codecs import realistic_logprobs
-from kdpc.records.info import format_info
-from kdpc.records.schema import array_specs
-from kdpc.records.share import convert_store, copy_store, merge_stores, pack_store
+from kdpc.store import RecordReader, store_info, verify_store
+from kdpc.testing.stores import write_synthetic_store
+from kdpc.store.backends import open_store, read_header
+from kdpc.testing.teachers import realistic_logprobs
+from kdpc.store.info import format_info
+from kdpc.store.schema import array_specs
+from kdpc.store.share import convert_store, copy_store, merge_stores, pack_store
 
 S, V, C, CHUNK = 30, 3, 6, 20  # 90 records, 5 blocks
 DATASET = {"name": "toy", "split": "train", "num_samples": S, "fingerprint": "f00d"}
@@ -335,7 +336,7 @@ def test_two_processes_distill_from_one_store_at_once(tiny_store, tmp_path):
 
 def test_partseg_stores_share_too(tmp_path):
     """Per-point outputs and anchor features travel like any array: copy, pack, convert, merge views."""
-    from kdpc.records.writer import write_synthetic_seg_store
+    from kdpc.testing.stores import write_synthetic_seg_store
 
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
     write_synthetic_seg_store(a, num_samples=8, num_views=2, num_points=32, num_anchors=8, feature_dim=4, run_seed=1)

@@ -17,8 +17,6 @@ from kdpc.distill.seg import (
     SrkdConfig,
     SrkdLoss,
     anchor_positions,
-    masked_affinity_loss,
-    masked_cross_sample_loss,
     seg_item_fields,
     student_features_and_logits,
 )
@@ -133,11 +131,12 @@ def test_masked_affinity_equals_the_loss_on_the_kept_anchors(mode):
     g = torch.Generator().manual_seed(3)
     fs, ft = torch.randn(1, 8, 4, generator=g), torch.randn(1, 8, 6, generator=g)
     valid = torch.tensor([[True, False, True, True, False, True, True, True]])
-    got = masked_affinity_loss(fs, ft, valid, mode=mode, temperature=0.7)
+    got = affinity_alignment_loss(fs, ft, mode=mode, temperature=0.7, valid=valid)
     keep = valid[0]
     want = affinity_alignment_loss(fs[:, keep], ft[:, keep], mode=mode, temperature=0.7)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(masked_affinity_loss(fs, ft, torch.ones_like(valid), mode=mode, temperature=0.7),
+    torch.testing.assert_close(affinity_alignment_loss(fs, ft, mode=mode, temperature=0.7,
+                                                       valid=torch.ones_like(valid)),
                                affinity_alignment_loss(fs, ft, mode=mode, temperature=0.7))
     if mode == "mse":  # by hand: mean over the 6 x 6 kept pairs of the squared cosine differences
         a = F.normalize(fs[0, keep], dim=-1)
@@ -151,7 +150,7 @@ def test_masked_cross_sample_equals_a_loop_over_pairs():
     ft = torch.randn(3, 5, 6, generator=g)
     valid = torch.tensor([[True, True, False, True, True], [False] * 5, [True, False, True, True, True]])
     t = 1.5
-    got = masked_cross_sample_loss(fs, ft, valid, temperature=t)
+    got = cross_sample_relation_loss(fs, ft, temperature=t, valid=valid)
     rows = []
     for i in range(3):
         for j in range(3):
@@ -167,15 +166,16 @@ def test_masked_cross_sample_equals_a_loop_over_pairs():
     got.backward()
     assert torch.isfinite(fs.grad).all() and fs.grad[1].abs().sum() == 0  # sample 1 has no anchors at all
     all_valid = torch.ones(3, 5, dtype=torch.bool)
-    torch.testing.assert_close(masked_cross_sample_loss(fs, ft, all_valid, t), cross_sample_relation_loss(fs, ft, t))
+    torch.testing.assert_close(cross_sample_relation_loss(fs, ft, t, valid=all_valid),
+                               cross_sample_relation_loss(fs, ft, t))
 
 
 def test_every_anchor_dropped_gives_an_attached_zero():
     fs = torch.randn(2, 4, 3, requires_grad=True)
     none = torch.zeros(2, 4, dtype=torch.bool)
-    for value in (masked_affinity_loss(fs, torch.randn(2, 4, 5), none),
-                  masked_affinity_loss(fs, torch.randn(2, 4, 5), none, mode="kl"),
-                  masked_cross_sample_loss(fs, torch.randn(2, 4, 5), none)):
+    for value in (affinity_alignment_loss(fs, torch.randn(2, 4, 5), valid=none),
+                  affinity_alignment_loss(fs, torch.randn(2, 4, 5), mode="kl", valid=none),
+                  cross_sample_relation_loss(fs, torch.randn(2, 4, 5), valid=none)):
         assert value.item() == 0.0
         value.backward()
     assert fs.grad.abs().sum() == 0
@@ -193,8 +193,9 @@ def test_srkd_loss_masks_dropped_anchors():
     feats = student.forward_features(x, cat)
     pos = batch["anchor_positions"].clamp_min(0)
     proj = loss.projector(torch.gather(feats, 1, pos[..., None].expand(-1, -1, feats.shape[-1])))
-    torch.testing.assert_close(terms["aff"], masked_affinity_loss(proj, batch["teacher_features"], valid))
-    torch.testing.assert_close(terms["cross"], masked_cross_sample_loss(proj, batch["teacher_features"], valid, 2.0))
+    torch.testing.assert_close(terms["aff"], affinity_alignment_loss(proj, batch["teacher_features"], valid=valid))
+    torch.testing.assert_close(terms["cross"],
+                               cross_sample_relation_loss(proj, batch["teacher_features"], 2.0, valid=valid))
     assert float(terms["anchors_valid"]) == pytest.approx(15 / 18)
 
 

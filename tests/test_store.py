@@ -11,17 +11,10 @@ import zarr
 
 from kdpc.augment import AugmentConfig, ParamSpec
 from kdpc.errors import KdpcError
-from kdpc.records import (
-    RecordReader,
-    RecordWriter,
-    StoreHeader,
-    array_specs,
-    block_columns,
-    kl_divergence,
-    realistic_logprobs,
-    store_info,
-    write_synthetic_store,
-)
+from kdpc.store import RecordReader, RecordWriter, StoreHeader, array_specs, store_info
+from kdpc.testing.stores import block_columns, write_synthetic_store
+from kdpc.store.codecs import kl_divergence
+from kdpc.testing.teachers import realistic_logprobs
 
 S, V, C, CHUNK = 30, 3, 8, 20  # 90 records in 5 blocks, the last one partial
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import zarr
 
-from kdpc.records import RecordWriter, StoreHeader, block_columns
+from kdpc.store import RecordWriter, StoreHeader
+from kdpc.testing.stores import block_columns
 
 EXPECTED = {
     ("cls", "zarr"): "723e3e4e18cca45a92cc2b7796b16192c3955416074691f366bf8c028b50227f",

@@ -23,7 +23,7 @@ import zarr
 from kdpc.checkpoint import load_checkpoint
 from kdpc.distill.trainer import DistillConfig, distill
 from kdpc.recorder import RecordConfig, record
-from kdpc.train import TrainConfig, train
+from kdpc.training.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ import zarr
 
 from kdpc.augment import AugmentConfig
 from kdpc.errors import KdpcError
-from kdpc.records import RecordReader, verify_store, write_synthetic_store
+from kdpc.store import RecordReader, verify_store
+from kdpc.testing.stores import write_synthetic_store
 
 S, V, C, CHUNK = 40, 3, 6, 25  # 120 records, 5 blocks
 

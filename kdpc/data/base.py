@@ -16,6 +16,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import KdpcError
+from ..hashing import stable_permutation
 
 TASKS = ("cls", "partseg")
 _FINGERPRINT_VERSION = b"kdpc-dataset-fingerprint-v1\n"
@@ -135,6 +136,18 @@ class PointCloudDataset(Dataset):
     @property
     def num_parts(self) -> int:
         return len(self.part_names) if self.task == "partseg" else 0
+
+    @property
+    def output_names(self) -> list[str]:
+        """What a model's outputs are: part names for part segmentation, else class names."""
+        return list(self.part_names if self.task == "partseg" else self.class_names)
+
+    def category_provenance(self) -> dict[str, Any]:
+        """What a checkpoint keeps about the object categories (part segmentation: which parts each one has)."""
+        out: dict[str, Any] = {"categories": list(self.class_names)}
+        if self.task == "partseg":
+            out["category_parts"] = {str(k): list(v) for k, v in self.category_parts.items()}
+        return out
 
     # ---------------------------------------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -280,22 +293,6 @@ def read_h5(name: str, path: Path, keys: Sequence[str], expected: str) -> dict[s
                 )
             out[key] = f[key][()]
     return out
-
-
-def stable_permutation(seed: int, n: int) -> np.ndarray:
-    """A permutation of ``range(n)`` that depends only on ``seed`` (a counter-based hash; no numpy RNG stream)."""
-    mask = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-    def mix(x: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):
-            x = (x + np.uint64(0x9E3779B97F4A7C15)) & mask
-            x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & mask
-            x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & mask
-            return x ^ (x >> np.uint64(31))
-
-    base = mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    keys = mix(base ^ np.arange(n, dtype=np.uint64))
-    return np.argsort(keys, kind="stable")
 
 
 def string_seed(text: str, salt: int = 0) -> int:

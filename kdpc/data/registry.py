@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import KdpcError
 from ..registry import Registry
-from .base import PointCloudDataset, stable_permutation, string_seed
+from ..hashing import stable_permutation
+from .base import PointCloudDataset, string_seed
 
 DATASETS: Registry[PointCloudDataset] = Registry("dataset")
 _DESCRIPTIONS: dict[str, str] = {}

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .base import stable_permutation as _stable_order
+from ..hashing import stable_permutation as _stable_order
 
 TWO_PI = 2.0 * math.pi
 

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..augment import AugmentConfig, PointAugmentConfig, _splitmix64, apply_point_level_with_index, draw_params
-from ..augment import params_at
-from ..engine import point_rng, replay_view
+from ..augment import AugmentConfig, PointAugmentConfig, apply_point_level_with_index, draw_params
+from ..augment import params_at, replay_view
+from ..training.data import point_rng
 from ..errors import KdpcError
+from ..hashing import splitmix64
+from ..store.schema import record_index
 from .seg import seg_item_fields
 
 
@@ -25,7 +27,7 @@ def check_provenance(header: Any, dataset: Any) -> None:
         differences.append(f"num_samples {recorded.get('num_samples')} vs {len(dataset)}")
     if int(header.num_points) != dataset.num_points:
         differences.append(f"num_points {header.num_points} vs {dataset.num_points}")
-    names = list(dataset.part_names if dataset.task == "partseg" else dataset.class_names)
+    names = dataset.output_names
     if list(header.class_names) != names:
         differences.append("class names differ")
     if header.task != dataset.task:
@@ -42,8 +44,8 @@ def view_schedule(seed: int, num_samples: int, num_views: int, epoch: int) -> np
     """
     cycle, position = divmod(epoch, num_views)
     samples = np.arange(num_samples, dtype=np.uint64)
-    base = _splitmix64(_splitmix64(np.uint64(seed & 0xFFFFFFFF) ^ (np.uint64(cycle) << np.uint64(32))) ^ samples)
-    keys = _splitmix64(base[:, None] ^ (np.arange(num_views, dtype=np.uint64)[None, :] << np.uint64(48)))
+    base = splitmix64(splitmix64(np.uint64(seed & 0xFFFFFFFF) ^ (np.uint64(cycle) << np.uint64(32))) ^ samples)
+    keys = splitmix64(base[:, None] ^ (np.arange(num_views, dtype=np.uint64)[None, :] << np.uint64(48)))
     return np.argsort(keys, axis=1, kind="stable")[:, position].astype(np.int64)
 
 
@@ -85,7 +87,7 @@ class RecordedViews(Dataset):
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         samples = np.asarray(indices, dtype=np.int64)
         views = self._views[samples]
-        records = samples + views * len(self.dataset)  # view-major record index
+        records = record_index(samples, views, len(self.dataset))
         if self.reader is not None:
             batch = self.reader.get(records)  # one vectorised read from the in-memory view slabs
             params = {spec.name: batch[spec.name] for spec in self.reader.header.params}

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..errors import KdpcError
 
 __all__ = [
+    "check_temperature",
     "label_smoothing_ce",
     "kd_loss",
     "nwsd_loss",
@@ -50,7 +51,8 @@ def _autocast_off(t: Tensor) -> torch.autocast:
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
-def _check_temperature(temperature: float, name: str = "temperature") -> float:
+def check_temperature(temperature: float, name: str = "temperature") -> float:
+    """``float(temperature)`` if it is a finite number > 0, else a ``KdpcError`` naming ``name``."""
     t = float(temperature)
     if not (math.isfinite(t) and t > 0):
         raise KdpcError(f"{name} must be a finite number > 0, got {temperature!r}")
@@ -81,6 +83,24 @@ def _kl_rows(target_logp: Tensor, student_logp: Tensor) -> Tensor:
 def _zero_like_graph(t: Tensor) -> Tensor:
     """An exact float32 zero scalar attached to ``t``'s graph (so ``backward`` works when nothing is valid)."""
     return t.float().sum() * 0.0
+
+
+def _tempered_kl(student_logits: Tensor, target_logprobs: Tensor, t: float) -> Tensor:
+    """``KL(softmax(target / T) || softmax(student / T))`` per record (row of the flat ``[-1, C]`` view).
+
+    The target is detached. Call with autocast off.
+    """
+    num_classes = student_logits.shape[-1]
+    s = F.log_softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
+    q = F.log_softmax(target_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
+    return _kl_rows(q, s)
+
+
+def _per_record(values: Tensor, logits: Tensor, what: str) -> Tensor:
+    """``values`` (one per record: ``logits.shape[:-1]``) flattened to match the rows of the ``[-1, C]`` view."""
+    if values.shape != logits.shape[:-1]:
+        raise KdpcError(f"{what} has shape {tuple(values.shape)}, expected {tuple(logits.shape[:-1])}")
+    return values.reshape(-1)
 
 
 # ------------------------------------------------------------------------------------------- classification
@@ -138,37 +158,37 @@ def kd_loss(
     teacher_logprobs: Tensor,
     temperature: float,
     weight: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
-    """Hinton distillation loss ``T^2 * KL(p_t^T || p_s^T)``, batch-mean over records.
+    """Hinton distillation loss ``T^2 * KL(p_t^T || p_s^T)``, mean over records.
 
     ``p_t^T = softmax(teacher_logprobs / T)`` and ``p_s^T = softmax(student_logits / T)``. The teacher input is
     log-probabilities at ``T = 1`` as decoded from the store; since a per-row additive constant does not change a
     softmax, this is exactly the teacher's tempered distribution.
 
     Args:
-        student_logits: ``[B, C]`` (any leading shape is flattened to records ``[-1, C]``).
+        student_logits: ``[B, C]`` classification or ``[B, N, P]`` per-point logits (any leading shape is
+            flattened to records ``[-1, C]``).
         teacher_logprobs: same shape as ``student_logits``; detached inside. Any float dtype.
         temperature: ``T > 0``.
-        weight: optional per-record weight with ``student_logits.shape[:-1]`` (``[B]`` for classification).
-            Weighted records contribute ``w_i * KL_i``; the denominator stays the number of records (a weight of 0
-            drops a record's contribution without renormalising the others).
+        weight: optional per-record weight with ``student_logits.shape[:-1]``. Weighted records contribute
+            ``w_i * KL_i``; the denominator stays the number of records (a weight of 0 drops a record's
+            contribution without renormalising the others).
+        mask: optional per-record bool with ``student_logits.shape[:-1]``, ``True`` for records that count (e.g.
+            not padding). Masked records leave the mean: the denominator is the number of valid records.
 
     Returns:
-        Scalar ``T^2 * sum_i w_i KL_i / R`` where ``R`` is the number of records (``w_i = 1`` without weights).
+        Scalar ``T^2 * sum_i w_i KL_i / R`` where ``R`` is the number of valid records (``w_i = 1`` without
+        weights); 0, attached to the graph, when no record is valid.
     """
-    t = _check_temperature(temperature)
+    t = check_temperature(temperature)
     _check_same_shape(student_logits, teacher_logprobs, "teacher_logprobs")
-    num_classes = student_logits.shape[-1]
     with _autocast_off(student_logits):
-        s = F.log_softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
-        q = F.log_softmax(teacher_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
-        kl = _kl_rows(q, s)
+        kl = _tempered_kl(student_logits, teacher_logprobs, t)
         if weight is not None:
-            if weight.shape != student_logits.shape[:-1]:
-                raise KdpcError(
-                    f"kd weight has shape {tuple(weight.shape)}, expected {tuple(student_logits.shape[:-1])}"
-                )
-            kl = kl * weight.detach().float().reshape(-1)
+            kl = kl * _per_record(weight, student_logits, "kd weight").detach().float()
+        if mask is not None:
+            kl = kl[_per_record(mask, student_logits, "kd mask").to(device=kl.device, dtype=torch.bool)]
         if kl.numel() == 0:
             return _zero_like_graph(student_logits)
         return (t * t) * kl.mean()
@@ -204,21 +224,15 @@ def nwsd_loss(
         detached 0-dim float tensor, the fraction of valid records at the cap (0 when none is valid). Call
         ``.item()`` on it only when logging, to avoid a device sync every step.
     """
-    t = _check_temperature(temperature)
+    t = check_temperature(temperature)
     cap = float(max_kl)
     if not (math.isfinite(cap) and cap > 0):
         raise KdpcError(f"nwsd max_kl must be a finite number > 0, got {max_kl!r}")
     _check_same_shape(student_logits, self_target_logprobs, "self_target_logprobs")
-    num_classes = student_logits.shape[-1]
     with _autocast_off(student_logits):
-        s = F.log_softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
-        q = F.log_softmax(self_target_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
-        kl = _kl_rows(q, s)
+        kl = _tempered_kl(student_logits, self_target_logprobs, t)
         if mask is not None:
-            if mask.shape != student_logits.shape[:-1]:
-                raise KdpcError(f"nwsd mask has shape {tuple(mask.shape)}, expected {tuple(student_logits.shape[:-1])}")
-            valid = mask.reshape(-1).to(device=kl.device, dtype=torch.bool)
-            kl = kl[valid]
+            kl = kl[_per_record(mask, student_logits, "nwsd mask").to(device=kl.device, dtype=torch.bool)]
         if kl.numel() == 0:
             return _zero_like_graph(student_logits), torch.zeros((), device=student_logits.device)
         capped = kl >= cap
@@ -272,31 +286,12 @@ def pointwise_kd_loss(
     temperature: float = 2.0,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """Per-point distillation ``T^2 * mean over valid points of KL(p_t^T || p_s^T)`` (SRKD's semantic term).
+    """Per-point distillation (SRKD's semantic term): :func:`kd_loss` over the points of ``[B, N, P]`` logits.
 
-    Args:
-        student_logits: ``[B, N, P]`` part/semantic logits.
-        teacher_logprobs: ``[B, N, P]`` teacher log-probabilities at ``T = 1``; detached inside.
-        temperature: ``T > 0``.
-        mask: optional ``[B, N]`` bool, ``True`` for points that count (e.g. not padding). ``None``: all points.
-
-    Returns:
-        Scalar (0, attached to the graph, when no point is valid).
+    ``T^2 * mean over valid points of KL(p_t^T || p_s^T)``; ``mask`` is an optional ``[B, N]`` bool, ``True`` for
+    points that count (``None``: all points). Only the default temperature (SRKD's 2.0) differs from ``kd_loss``.
     """
-    t = _check_temperature(temperature)
-    _check_same_shape(student_logits, teacher_logprobs, "teacher_logprobs")
-    num_classes = student_logits.shape[-1]
-    with _autocast_off(student_logits):
-        s = F.log_softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
-        q = F.log_softmax(teacher_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
-        kl = _kl_rows(q, s)
-        if mask is not None:
-            if mask.shape != student_logits.shape[:-1]:
-                raise KdpcError(f"point mask has shape {tuple(mask.shape)}, expected {tuple(student_logits.shape[:-1])}")
-            kl = kl[mask.reshape(-1).to(device=kl.device, dtype=torch.bool)]
-        if kl.numel() == 0:
-            return _zero_like_graph(student_logits)
-        return (t * t) * kl.mean()
+    return kd_loss(student_logits, teacher_logprobs, temperature, mask=mask)
 
 
 def _check_feats(student_feats: Tensor, teacher_feats: Tensor) -> None:
@@ -311,11 +306,36 @@ def _check_feats(student_feats: Tensor, teacher_feats: Tensor) -> None:
         )
 
 
+def _anchor_mask(valid: Tensor | None, student_feats: Tensor) -> Tensor | None:
+    """``valid`` as a bool ``[B, M]`` on the features' device, or None when every anchor counts."""
+    if valid is None:
+        return None
+    if valid.shape != student_feats.shape[:2]:
+        raise KdpcError(f"anchor mask has shape {tuple(valid.shape)}, expected {tuple(student_feats.shape[:2])}")
+    return None if bool(valid.all()) else valid.to(device=student_feats.device, dtype=torch.bool)
+
+
+def _unit_rows(student_feats: Tensor, teacher_feats: Tensor) -> tuple[Tensor, Tensor]:
+    """Both feature sets in float32 with L2-normalised rows; the teacher's detached."""
+    fs = F.normalize(student_feats.float(), p=2, dim=-1)
+    ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
+    return fs, ft
+
+
+def _row_logprobs(similarity: Tensor, t: float, hidden_columns: Tensor | None = None) -> Tensor:
+    """``log_softmax(similarity / T)`` over the last dim, leaving out the columns where ``hidden_columns``."""
+    scaled = similarity / t
+    if hidden_columns is not None:
+        scaled = scaled.masked_fill(hidden_columns, float("-inf"))
+    return F.log_softmax(scaled, dim=-1)
+
+
 def affinity_alignment_loss(
     student_feats: Tensor,
     teacher_feats: Tensor,
     mode: str = "mse",
     temperature: float = 1.0,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Align each sample's point-to-point cosine affinity (SRKD's relation-alignment term).
 
@@ -327,34 +347,49 @@ def affinity_alignment_loss(
     * ``mode="kl"``: each affinity row is a distribution ``softmax(A[m, :] / T)``;
       ``T^2 * mean_{b,m} KL(teacher row || student row)``.
 
+    With ``valid`` only the valid anchors of each sample count: ``mse`` averages over the pairs ``(m, n)`` with
+    both anchors valid; ``kl`` takes the rows of valid anchors, with the softmax over valid columns. This equals
+    the loss on the kept anchors alone, and (exactly) the unmasked loss when every anchor is valid.
+
     Args:
         student_feats: ``[B, M, Ds]``.
         teacher_feats: ``[B, M, Dt]``; detached inside.
         mode: ``"mse"`` or ``"kl"``.
         temperature: ``T > 0`` for ``mode="kl"``.
+        valid: optional ``[B, M]`` bool, ``True`` for anchors that count (e.g. not dropped from the input).
+
+    Returns:
+        Scalar (0, attached to the graph, when no anchor is valid).
 
     Memory is ``O(B M^2)``: subsample ``M`` (e.g. a few hundred anchor points) for large clouds.
     """
     if mode not in AFFINITY_MODES:
         raise KdpcError(f"affinity mode must be one of {AFFINITY_MODES}, got {mode!r}")
-    t = _check_temperature(temperature)
+    t = check_temperature(temperature)
     _check_feats(student_feats, teacher_feats)
+    v = _anchor_mask(valid, student_feats)
     with _autocast_off(student_feats):
-        fs = F.normalize(student_feats.float(), p=2, dim=-1)
-        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
+        fs, ft = _unit_rows(student_feats, teacher_feats)
         a_s = torch.bmm(fs, fs.transpose(1, 2))
         a_t = torch.bmm(ft, ft.transpose(1, 2))
+        if v is None:
+            if mode == "mse":
+                return (a_s - a_t).pow(2).mean()
+            return (t * t) * _kl_rows(_row_logprobs(a_t, t), _row_logprobs(a_s, t)).mean()
+        pair = v[:, :, None] & v[:, None, :]
+        if not bool(pair.any()):
+            return _zero_like_graph(student_feats)
         if mode == "mse":
-            return (a_s - a_t).pow(2).mean()
-        s = F.log_softmax(a_s / t, dim=-1)
-        q = F.log_softmax(a_t / t, dim=-1)
-        return (t * t) * _kl_rows(q, s).mean()
+            return (a_s - a_t).pow(2)[pair].mean()
+        hidden = ~v[:, None, :].expand_as(a_s)
+        return (t * t) * _kl_rows(_row_logprobs(a_t, t, hidden), _row_logprobs(a_s, t, hidden))[v].mean()
 
 
 def cross_sample_relation_loss(
     student_feats: Tensor,
     teacher_feats: Tensor,
     temperature: float = 2.0,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Cross-sample relation distillation over every ordered pair of samples (SRKD, after CIRKD's mini-batch loss).
 
@@ -362,22 +397,37 @@ def cross_sample_relation_loss(
     ``M x M`` similarity map; each row becomes ``softmax(S_ij[m, :] / T)`` and the loss is
     ``T^2 * mean_{i,j,m} KL(teacher row || student row)``. Computed for all pairs at once with ``einsum``.
 
+    With ``valid`` only valid anchors count: for every pair ``(i, j)`` the rows of the valid anchors of ``i``,
+    softmax over the valid anchors of ``j`` (pairs where ``j`` has none are skipped), mean over all such rows.
+    Every anchor valid gives exactly the unmasked loss.
+
     Args:
         student_feats: ``[B, M, Ds]``.
         teacher_feats: ``[B, M, Dt]``; detached inside.
         temperature: ``T > 0``.
+        valid: optional ``[B, M]`` bool, ``True`` for anchors that count.
+
+    Returns:
+        Scalar (0, attached to the graph, when no anchor is valid).
 
     Memory is ``O(B^2 M^2)`` floats per side (B=16, M=256 is 16.8M floats): subsample ``M``.
     """
-    t = _check_temperature(temperature)
+    t = check_temperature(temperature)
     _check_feats(student_feats, teacher_feats)
+    v = _anchor_mask(valid, student_feats)
     with _autocast_off(student_feats):
-        fs = F.normalize(student_feats.float(), p=2, dim=-1)
-        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
+        fs, ft = _unit_rows(student_feats, teacher_feats)
         s_map = torch.einsum("imd,jnd->ijmn", fs, fs)  # [B, B, M, M]
         t_map = torch.einsum("imd,jnd->ijmn", ft, ft)
-        s = F.log_softmax(s_map / t, dim=-1)
-        q = F.log_softmax(t_map / t, dim=-1)
+        if v is None:
+            return (t * t) * _kl_rows(_row_logprobs(t_map, t), _row_logprobs(s_map, t)).mean()
+        hidden = ~v[None, :, None, :].expand_as(s_map)  # column n of pair (i, j) is anchor n of sample j
+        rows = v[:, None, :].expand(-1, v.shape[0], -1) & v.any(dim=1)[None, :, None]  # [B, B, M]
+        if not bool(rows.any()):
+            return _zero_like_graph(student_feats)
+        # Rows are picked before the KL: a pair whose j has no valid anchor has all-masked (nan) rows.
+        s = _row_logprobs(s_map, t, hidden)[rows]
+        q = _row_logprobs(t_map, t, hidden)[rows]
         return (t * t) * _kl_rows(q, s).mean()
 
 

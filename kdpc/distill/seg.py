@@ -26,25 +26,20 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import KdpcError
 from .losses import (
     AFFINITY_MODES,
     FeatureProjector,
-    _autocast_off,
-    _check_temperature,
-    _kl_rows,
-    _zero_like_graph,
     affinity_alignment_loss,
+    check_temperature,
     cross_sample_relation_loss,
     label_smoothing_ce,
     pointwise_kd_loss,
 )
 
-__all__ = ["SrkdConfig", "SrkdLoss", "anchor_positions", "seg_item_fields", "masked_affinity_loss",
-           "masked_cross_sample_loss", "student_features_and_logits"]
+__all__ = ["SrkdConfig", "SrkdLoss", "anchor_positions", "seg_item_fields", "student_features_and_logits"]
 
 
 @dataclass
@@ -74,7 +69,7 @@ class SrkdConfig:
         if self.affinity_mode not in AFFINITY_MODES:
             raise KdpcError(f"srkd affinity_mode must be one of {AFFINITY_MODES}, got {self.affinity_mode!r}")
         for name in ("pointwise_temperature", "affinity_temperature", "cross_temperature"):
-            _check_temperature(getattr(self, name), f"srkd {name}")
+            check_temperature(getattr(self, name), f"srkd {name}")
         for name in ("ce_weight", "pointwise_weight", "affinity_weight", "cross_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
@@ -129,64 +124,6 @@ def seg_item_fields(batch: Mapping[str, np.ndarray], k: int, point_index: np.nda
         return {}
     return {"teacher_features": np.asarray(batch["features"][k], dtype=np.float32),
             "anchor_positions": anchor_positions(batch["anchors"][k], point_index)}
-
-
-# ------------------------------------------------------------------------------------------- masked losses
-def masked_affinity_loss(student_feats: Tensor, teacher_feats: Tensor, valid: Tensor | None = None,
-                         mode: str = "mse", temperature: float = 1.0) -> Tensor:
-    """``affinity_alignment_loss`` over the valid anchors of each sample only.
-
-    ``valid``: ``[B, M]`` bool. ``mse``: mean of ``(A_s - A_t)^2`` over the pairs ``(m, n)`` with both anchors
-    valid; ``kl``: rows of valid anchors, softmax over valid columns, ``T^2`` x mean over valid rows. With every
-    anchor valid (or ``valid=None``) this is exactly ``affinity_alignment_loss``.
-    """
-    if valid is None or bool(valid.all()):
-        return affinity_alignment_loss(student_feats, teacher_feats, mode=mode, temperature=temperature)
-    if mode not in AFFINITY_MODES:
-        raise KdpcError(f"affinity mode must be one of {AFFINITY_MODES}, got {mode!r}")
-    t = _check_temperature(temperature)
-    if valid.shape != student_feats.shape[:2]:
-        raise KdpcError(f"anchor mask has shape {tuple(valid.shape)}, expected {tuple(student_feats.shape[:2])}")
-    with _autocast_off(student_feats):
-        v = valid.to(device=student_feats.device, dtype=torch.bool)
-        fs = F.normalize(student_feats.float(), p=2, dim=-1)
-        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
-        a_s = torch.bmm(fs, fs.transpose(1, 2))
-        a_t = torch.bmm(ft, ft.transpose(1, 2))
-        pair = v[:, :, None] & v[:, None, :]
-        if not bool(pair.any()):
-            return _zero_like_graph(student_feats)
-        if mode == "mse":
-            return (a_s - a_t).pow(2)[pair].mean()
-        cols = ~v[:, None, :].expand_as(a_s)
-        s = F.log_softmax((a_s / t).masked_fill(cols, float("-inf")), dim=-1)
-        q = F.log_softmax((a_t / t).masked_fill(cols, float("-inf")), dim=-1)
-        return (t * t) * _kl_rows(q, s)[v].mean()
-
-
-def masked_cross_sample_loss(student_feats: Tensor, teacher_feats: Tensor, valid: Tensor | None = None,
-                             temperature: float = 2.0) -> Tensor:
-    """``cross_sample_relation_loss`` over valid anchors: for every ordered pair ``(i, j)`` the rows of valid
-    anchors of ``i``, softmax over the valid anchors of ``j`` (pairs where ``j`` has none are skipped), ``T^2`` x
-    mean over all such rows. With every anchor valid this is exactly ``cross_sample_relation_loss``."""
-    if valid is None or bool(valid.all()):
-        return cross_sample_relation_loss(student_feats, teacher_feats, temperature=temperature)
-    t = _check_temperature(temperature)
-    if valid.shape != student_feats.shape[:2]:
-        raise KdpcError(f"anchor mask has shape {tuple(valid.shape)}, expected {tuple(student_feats.shape[:2])}")
-    with _autocast_off(student_feats):
-        v = valid.to(device=student_feats.device, dtype=torch.bool)
-        fs = F.normalize(student_feats.float(), p=2, dim=-1)
-        ft = F.normalize(teacher_feats.detach().float(), p=2, dim=-1)
-        s_map = torch.einsum("imd,jnd->ijmn", fs, fs)  # [B, B, M, M]
-        t_map = torch.einsum("imd,jnd->ijmn", ft, ft)
-        cols = ~v[None, :, None, :].expand_as(s_map)  # column n of pair (i, j) is anchor n of sample j
-        rows = v[:, None, :].expand(-1, v.shape[0], -1) & v.any(dim=1)[None, :, None]  # [B, B, M]
-        if not bool(rows.any()):
-            return _zero_like_graph(student_feats)
-        s = F.log_softmax((s_map / t).masked_fill(cols, float("-inf")), dim=-1)
-        q = F.log_softmax((t_map / t).masked_fill(cols, float("-inf")), dim=-1)
-        return (t * t) * _kl_rows(q[rows], s[rows]).mean()
 
 
 # -------------------------------------------------------------------------------------------------- loss
@@ -282,12 +219,12 @@ class SrkdLoss(nn.Module):
             if t_feats.shape[:2] != projected.shape[:2] or t_feats.shape[-1] != self.teacher_dim:
                 raise KdpcError(f"teacher features {tuple(t_feats.shape)} do not fit anchors {tuple(pos.shape)} and "
                                 f"feature_dim {self.teacher_dim}")
-            v = None if bool(valid.all()) else valid
             if cfg.affinity_weight > 0:
-                terms["aff"] = masked_affinity_loss(projected, t_feats, v, cfg.affinity_mode, cfg.affinity_temperature)
+                terms["aff"] = affinity_alignment_loss(projected, t_feats, cfg.affinity_mode, cfg.affinity_temperature,
+                                                       valid=valid)
                 total = total + cfg.affinity_weight * terms["aff"]
             if cfg.cross_weight > 0:
-                terms["cross"] = masked_cross_sample_loss(projected, t_feats, v, cfg.cross_temperature)
+                terms["cross"] = cross_sample_relation_loss(projected, t_feats, cfg.cross_temperature, valid=valid)
                 total = total + cfg.cross_weight * terms["cross"]
             terms["anchors_valid"] = valid.float().mean().detach()
         return logits, terms, total

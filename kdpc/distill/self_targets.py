@@ -2,8 +2,8 @@
 
 Three sources, all returning **detached** log-probabilities with the class dimension last:
 
-* ``"ema"`` (:class:`EmaModel`): an exponential-moving-average copy of the student, run in eval mode on the same
-  input as the student.
+* ``"ema"`` (:class:`EmaModel`): an exponential-moving-average copy of the student (``torch.optim.swa_utils``'
+  ``AveragedModel``), run in eval mode on the same input as the student.
 * ``"past"`` (:class:`PastPredictionBank`): the student's own log-probabilities for the same record at its
   previous visit (previous epoch), with a mask for records not visited yet.
 * ``"sharpen"`` (:func:`sharpen_targets`): the student's current logits re-tempered at a second temperature.
@@ -22,15 +22,15 @@ Three sources, all returning **detached** log-probabilities with the class dimen
 
 from __future__ import annotations
 
-import copy
-import math
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..errors import KdpcError
+from .losses import check_temperature
 
 __all__ = [
     "SELF_TARGET_SOURCES",
@@ -72,22 +72,15 @@ def _logits_of(output: Any) -> Tensor:
     )
 
 
-def _check_temperature(temperature: float, name: str) -> float:
-    t = float(temperature)
-    if not (math.isfinite(t) and t > 0):
-        raise KdpcError(f"{name} must be a finite number > 0, got {temperature!r}")
-    return t
-
-
 # ----------------------------------------------------------------------------------------------------- EMA
 
 
 class EmaModel:
-    """An exponential-moving-average copy of a student.
+    """An exponential-moving-average copy of a student: ``AveragedModel`` with ``get_ema_multi_avg_fn(decay)``.
 
-    After each optimizer step, :meth:`update` sets every floating-point parameter to
-    ``ema = decay * ema + (1 - decay) * param`` and copies every buffer (BatchNorm running mean/var and
-    ``num_batches_tracked``) verbatim. The copy is always run in eval mode, with no gradient.
+    After each optimizer step, :meth:`update` sets every parameter to ``ema = decay * ema + (1 - decay) * param``;
+    buffers (BatchNorm running mean/var and ``num_batches_tracked``) are copied verbatim, not averaged
+    (``use_buffers=False``). The copy is always run in eval mode, with no gradient.
 
     Args:
         model: the student (a DDP/DataParallel/torch.compile wrapper is unwrapped). It is deep-copied, so the EMA
@@ -96,35 +89,30 @@ class EmaModel:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
-        d = float(decay)
-        if not 0.0 <= d < 1.0:
-            raise KdpcError(f"ema decay must be in [0, 1), got {decay!r}")
-        self.decay = d
-        self.num_updates = 0
-        self.module = copy.deepcopy(_unwrap(model))
+        self.decay = _check_decay(decay)
+        self.averaged = AveragedModel(_unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=False)
+        # AveragedModel's first update copies the model; the deep copy already is that first average.
+        self.averaged.n_averaged.fill_(1)
         self.module.eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        self.module.requires_grad_(False)
+
+    @property
+    def module(self) -> nn.Module:
+        """The averaged copy of the student."""
+        return self.averaged.module
+
+    @property
+    def num_updates(self) -> int:
+        return int(self.averaged.n_averaged) - 1
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the EMA one step toward ``model`` (call after each optimizer step)."""
         src = _unwrap(model)
-        ema_params = dict(self.module.named_parameters())
-        src_params = dict(src.named_parameters())
-        if ema_params.keys() != src_params.keys():
+        # AveragedModel pairs parameters by position: check that they are the same ones.
+        if [n for n, _ in self.module.named_parameters()] != [n for n, _ in src.named_parameters()]:
             raise ValueError("EmaModel.update: the model's parameters do not match the EMA copy's")
-        for name, e in ema_params.items():
-            p = src_params[name].detach()
-            if e.is_floating_point():
-                e.lerp_(p.to(dtype=e.dtype, device=e.device), 1.0 - self.decay)
-            else:
-                e.copy_(p)
-        ema_bufs = dict(self.module.named_buffers())
-        for name, b in src.named_buffers():
-            if name in ema_bufs:
-                ema_bufs[name].copy_(b.detach())
-        self.num_updates += 1
+        self.averaged.update_parameters(src)
 
     @torch.no_grad()
     def logprobs(self, *inputs: Any, **kwargs: Any) -> Tensor:
@@ -139,6 +127,8 @@ class EmaModel:
             return F.log_softmax(out.float(), dim=-1).detach()
 
     def to(self, device: torch.device | str) -> "EmaModel":
+        # The step counter ``n_averaged`` stays on the CPU: AveragedModel branches on it every update, which on a
+        # GPU would be a device sync per step.
         self.module.to(device)
         return self
 
@@ -150,8 +140,16 @@ class EmaModel:
             self.module.load_state_dict(state["module"])
         except (KeyError, RuntimeError) as e:
             raise KdpcError(f"cannot resume the EMA model from this checkpoint (different student?): {e}") from e
-        self.decay = float(state.get("decay", self.decay))
-        self.num_updates = int(state.get("num_updates", 0))
+        self.decay = _check_decay(state.get("decay", self.decay))
+        self.averaged.multi_avg_fn = get_ema_multi_avg_fn(self.decay)
+        self.averaged.n_averaged.fill_(int(state.get("num_updates", 0)) + 1)
+
+
+def _check_decay(decay: float) -> float:
+    d = float(decay)
+    if not 0.0 <= d < 1.0:
+        raise KdpcError(f"ema decay must be in [0, 1), got {decay!r}")
+    return d
 
 
 # -------------------------------------------------------------------------------------- past predictions
@@ -239,7 +237,7 @@ def sharpen_targets(student_logits: Tensor, sharpen_temperature: float) -> Tenso
     A temperature below 1 sharpens, above 1 softens. Note that :func:`~kdpc.distill.losses.nwsd_loss` then divides
     by its own ``T``, so the target distribution is ``softmax(logits / (sharpen_temperature * T))``.
     """
-    ts = _check_temperature(sharpen_temperature, "sharpen temperature")
+    ts = check_temperature(sharpen_temperature, "sharpen temperature")
     with torch.no_grad(), torch.autocast(device_type=student_logits.device.type, enabled=False):
         return F.log_softmax(student_logits.detach().float() / ts, dim=-1)
 
@@ -354,7 +352,7 @@ class SharpenSelfTarget(SelfTarget):
     name = "sharpen"
 
     def __init__(self, sharpen_temperature: float = 0.5) -> None:
-        self.sharpen_temperature = _check_temperature(sharpen_temperature, "sharpen temperature")
+        self.sharpen_temperature = check_temperature(sharpen_temperature, "sharpen temperature")
 
     def targets(self, student_logits, *, inputs=None, record_ids=None):
         return sharpen_targets(student_logits, self.sharpen_temperature), None

@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from ..augment import AugmentConfig, PointAugmentConfig
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import config_to_dict, save_yaml
-from ..data import create_dataset, has_validation
-from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distributed, everywhere, on_main
-from ..distributed import main_log, rank_device, sync_batchnorm, wrap_ddp
-from ..engine import default_workers, evaluate, evaluate_file, make_optimizer, make_scheduler, model_forward
-from ..engine import primary_metric, resolve_device, seed_everything, train_loader
+from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distributed, everywhere, main_log, on_main
+from ..distributed import rank_device, wrap_ddp
 from ..errors import KdpcError
-from ..loop import LoopHooks, LoopState, fit, resolve_select
-from ..models import count_parameters, create_model, model_task
+from ..models import count_parameters, model_forward, model_task
+from ..training.evaluate import primary_metric
+from ..training.loop import LoopHooks, LoopState, fit, resolve_select
+from ..training.runtime import resolve_device, seed_everything
+from ..training.setup import FitConfig, build_model, build_optimisation, epoch_loader, load_splits, scorers
 from .dataset import RecordedViews, check_provenance
 from .losses import kd_loss, label_smoothing_ce, nwsd_loss
 from .seg import SrkdLoss
@@ -31,17 +31,10 @@ NWSD_SOURCES = ("ema", "past", "sharpen")
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(FitConfig):
     records: str | None = None
     student: str = "pointnet-tiny"
     student_cfg: dict[str, Any] = field(default_factory=dict)
-    data_root: str | None = None
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    label_smoothing: float = 0.0
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     temperature: float = 4.0
@@ -51,22 +44,14 @@ class DistillConfig:
     nwsd_temperature: float | None = None  # defaults to `temperature`
     ema_decay: float = 0.99
     sharpen_temperature: float = 2.0
-    point_augment: dict[str, Any] = field(default_factory=dict)
     online_teacher: str | None = None
     views: int | None = None  # distill from the first K recorded views only (default: all of them)
     srkd: dict[str, Any] = field(default_factory=dict)  # segmentation losses (kdpc.distill.seg.SrkdConfig)
     online_views: int = 10
     online_seed: int = 0
     online_augment: dict[str, Any] = field(default_factory=dict)
-    eval_every: int = 1
-    select: str = "auto"  # which epoch becomes student.pt: val (best validation score), last, auto (val if any)
     out: str | None = None
     resume: bool = False
-    device: str = "auto"
-    amp: bool = True
-    workers: int | None = None
-    seed: int = 0
-    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
 
     def __post_init__(self) -> None:
         if self.nwsd_source not in NWSD_SOURCES:
@@ -98,7 +83,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     def setup():
         reader = teacher = augment = None
         if cfg.online_teacher is None:
-            from ..records import RecordReader  # imported here: the online path never opens a store
+            from ..store import RecordReader  # imported here: the online path never opens a store
 
             reader = RecordReader(cfg.records)
             header = reader.header
@@ -114,43 +99,31 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             augment = AugmentConfig.from_dict(cfg.online_augment)
             source = {"online_teacher": str(cfg.online_teacher), "teacher_arch": ckpt.arch}
 
-        def load(split: str):
-            return create_dataset(data_info["name"], root=cfg.data_root, split=split,
-                                  num_points=data_info.get("num_points"), **data_info.get("config", {}))
-
-        train_set = load(data_info.get("split", "train"))
-        val_set = load("val") if has_validation(data_info["name"], data_info.get("config")) else None
-        test_set = load("test")
+        splits = load_splits(data_info["name"], cfg.data_root, data_info.get("num_points"),
+                             data_info.get("config", {}), train_split=data_info.get("split", "train"))
+        train_set = splits.train
         if reader is not None:
             check_provenance(reader.header, train_set)
             reader.load_all()  # every rank holds the whole store: the ranks' shares change every epoch
         if model_task(cfg.student) != train_set.task:
             raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {train_set.task}")
-        return reader, teacher, augment, data_info, run_seed, num_views, source, train_set, val_set, test_set
+        return reader, teacher, augment, run_seed, num_views, source, splits
 
-    reader, teacher, augment, data_info, run_seed, num_views, source, train_set, val_set, test_set = \
-        everywhere(world, setup)
-    select = resolve_select(cfg.select, val_set is not None)
+    reader, teacher, augment, run_seed, num_views, source, splits = everywhere(world, setup)
+    train_set = splits.train
+    select = resolve_select(cfg.select, splits.val is not None)
     if reader is not None:
         log(f"records: {reader.num_records} ({reader.num_samples} samples x {reader.num_views} views, "
             f"codec {reader.header.codec}) from {cfg.records}")
 
     task = train_set.task
-    num_outputs = train_set.num_parts if task == "partseg" else train_set.num_classes
-    student_cfg = dict(cfg.student_cfg)
-    if task == "partseg":
-        student_cfg.setdefault("num_categories", train_set.num_classes)
-    student = create_model(cfg.student, num_classes=num_outputs, **student_cfg).to(device)
-    if cfg.sync_bn:
-        student = sync_batchnorm(student, device, world)  # BatchNorm statistics over the global batch
+    student, student_cfg, num_outputs = build_model(cfg.student, train_set, cfg.student_cfg, device, world, cfg.sync_bn)
     log(f"student {cfg.student}: {count_parameters(student):,} parameters, device {device}"
         + (f", {world.size} processes (global batch {cfg.batch_size}, {cfg.batch_size // max(world.size, 1)} "
            "per process)" if world.enabled else ""))
 
     views = RecordedViews(train_set, PointAugmentConfig.from_dict(cfg.point_augment), cfg.seed, reader=reader,
                           augment=augment, run_seed=run_seed, num_views=num_views)
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
-    loader = train_loader(views, cfg.batch_size, world, cfg.seed, workers=workers, pin_memory=device.type == "cuda")
     srkd = None
     if task == "partseg":
         srkd_cfg = dict(cfg.srkd)
@@ -160,9 +133,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if srkd.projector is not None and world.enabled:
             srkd.projector = wrap_ddp(srkd.projector, device, world)  # its gradients are averaged like the student's
     trainable = student if srkd is None else torch.nn.ModuleDict({"student": student, "srkd": srkd})
-    optimizer = make_optimizer(trainable, cfg.lr, cfg.weight_decay)
-    steps = max(1, len(loader))
-    scheduler = make_scheduler(optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps)
+    loader, optimizer, scheduler = build_optimisation(cfg, views, trainable, world, device)
 
     resume_state = everywhere(world, lambda: _resume_state(out / "last.pt", student, device, world)) if cfg.resume else None
     model = wrap_ddp(student, device, world)  # broadcasts rank 0's weights; `student` stays the plain module
@@ -181,11 +152,6 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     gather_past = world.enabled and cfg.nwsd_source == "past"
     nwsd_t = cfg.nwsd_temperature or cfg.temperature
     last: dict[str, Any] = {}
-
-    def loader_for_epoch(epoch: int):
-        views.set_epoch(epoch)
-        loader.sampler.set_epoch(epoch)  # per-epoch order keyed by (seed, epoch): resume sees the same batches
-        return loader
 
     def step(batch: dict[str, Any]):
         points = batch["points"].to(device, non_blocking=True)
@@ -234,7 +200,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     def save(path: Path, metrics: dict[str, Any], training_state: dict[str, Any] | None) -> None:
         save_checkpoint(path, Checkpoint(
             arch=cfg.student, model_config=student_cfg, num_classes=num_outputs,
-            class_names=list(train_set.part_names if task == "partseg" else train_set.class_names), task=task,
+            class_names=train_set.output_names, task=task,
             dataset=dataset_info, state_dict=student.state_dict(), metrics=metrics,
             provenance={"trained_by": "kdpc distill", "source": _jsonable(source), "config": config_to_dict(cfg)},
             training_state=training_state))
@@ -253,11 +219,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if srkd is not None:
             srkd.load_state_dict(state["srkd"])
 
-    eval_batch = max(64, cfg.batch_size)
+    validate, test = scorers(student, splits, device, cfg.batch_size)
     hooks = LoopHooks(
-        loader_for_epoch=loader_for_epoch, step=step, after_step=after_step,
-        validate=None if val_set is None else lambda: evaluate(student, val_set, device, batch_size=eval_batch),
-        test=lambda path: evaluate_file(path, test_set, device, batch_size=eval_batch),
+        loader_for_epoch=epoch_loader(views, loader), step=step, after_step=after_step, validate=validate, test=test,
         save_checkpoint=save,
         extra_state=extra_state, load_extra_state=load_extra_state,
     )
@@ -266,7 +230,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     state = fit(model, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
                 select=select, best_path=out / "student.pt", last_path=out / "last.pt", metrics_path=out / "metrics.jsonl",
                 eval_every=cfg.eval_every, amp=cfg.amp, resume_state=resume_state, desc=f"distill {cfg.student}",
-                world=world)
+                log=log, world=world)
     if world.is_main:
         from .plots import plot_curves
 

@@ -2,12 +2,16 @@
 
 >>> model = create_model("pointnet2-ssg", num_classes=40, npoints=[256, 64])
 >>> logits = model(points)  # points [B, N, 3] -> [B, 40]
+>>> seg = create_model("pointnet2-seg", num_classes=50, num_categories=16)
+>>> part_logits = seg(points, category)  # [B, N, 3], [B] -> [B, N, 50]
 
-See ``kdpc.models.registry`` for the preset table.
+``create_model`` is the way in. One file per family (``pointnet``, ``pointnet2``, ``dgcnn``, ``pointmlp``) holds
+all of that family's models and registers its presets; ``base`` and ``ops`` hold what the families share. See
+``kdpc.models.registry`` for the preset table.
 """
 
-from . import dgcnn, pointmlp, pointnet, pointnet2, seg  # noqa: F401  (registers the presets)
-from .base import PointClsModel, PointSegModel
+from . import dgcnn, pointmlp, pointnet, pointnet2  # noqa: F401  (registers the presets)
+from .base import PointClsModel, PointSegModel, model_forward, unwrap_model
 from .registry import (
     count_parameters,
     create_model,

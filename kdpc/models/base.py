@@ -14,6 +14,9 @@ Part segmentation (``task = "partseg"``)::
 ``category`` is a LongTensor ``[B]`` of object categories, one-hot embedded when the model was built with
 ``num_categories > 0``; it is ignored by models built with ``num_categories = 0`` so that one training loop can
 drive conditioned and unconditioned models alike.
+
+Every model keeps its classifier head at ``model.head`` (``forward_head`` is ``self.head(features)``), which lets
+a trainer catch the features of a wrapped (DDP) model on their way into the head.
 """
 
 from __future__ import annotations
@@ -130,9 +133,10 @@ def mlp_head(
 
 
 class PointClsModel(nn.Module):
-    """A classifier of point clouds ``[B, N, 3]``; subclasses implement the two halves."""
+    """A classifier of point clouds ``[B, N, 3]``; subclasses implement ``forward_features`` and set ``head``."""
 
     task = "cls"
+    head: nn.Module
 
     def __init__(self, num_classes: int, num_features: int) -> None:
         super().__init__()
@@ -144,16 +148,18 @@ class PointClsModel(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, features: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.head(features)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
 
 class PointSegModel(nn.Module):
-    """A per-point (part) segmenter of point clouds ``[B, N, 3]`` with optional object-category conditioning."""
+    """A per-point (part) segmenter of point clouds ``[B, N, 3]`` with optional object-category conditioning;
+    subclasses implement ``forward_features`` and set ``head``."""
 
     task = "partseg"
+    head: nn.Module
 
     def __init__(self, num_classes: int, num_features: int, num_categories: int) -> None:
         super().__init__()
@@ -182,7 +188,29 @@ class PointSegModel(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, features: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.head(features)
 
     def forward(self, x: Tensor, category: Tensor | None = None) -> Tensor:
         return self.forward_head(self.forward_features(x, category))
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DistributedDataParallel / DataParallel (``.module``) or torch.compile (``._orig_mod``)."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def model_forward(model: torch.nn.Module, points: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+    """Classification models take points; part-segmentation models also take the object category.
+
+    ``model`` may be a DDP wrapper: the call goes through it (gradient sync) and the attributes come from the
+    module inside."""
+    inner = unwrap_model(model)
+    if getattr(inner, "task", "cls") == "partseg":
+        return model(points, label if getattr(inner, "num_categories", 0) else None)
+    return model(points)

@@ -1,7 +1,11 @@
 """DGCNN (Wang et al., TOG 2019): stacked EdgeConvs on a k-NN graph recomputed in feature space.
 
-Follows the authors' PyTorch code (bias-free convs, LeakyReLU 0.2, max+avg global pooling for classification).
-Permutation invariant (classification) / equivariant (segmentation) up to k-NN ties.
+Follows the authors' PyTorch code (bias-free convs, LeakyReLU 0.2). Permutation invariant (classification) /
+equivariant (segmentation) up to k-NN ties.
+
+* ``DGCNNCls``: single-layer EdgeConvs, max+avg global pooling, MLP head.
+* ``DGCNNSeg``: part segmentation (authors' ``DGCNN_partseg``): transform net, three EdgeConv blocks (k=40),
+  the global feature and a category embedding broadcast to every point.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import KdpcError
 from .base import (
     LinearBN,
     PointClsModel,
+    PointSegModel,
     check_points,
     check_positive,
     check_widths,
@@ -22,7 +28,7 @@ from .base import (
     mlp_head,
     shared_mlp,
 )
-from .ops import index_points, knn
+from .ops import broadcast_to_points, index_points, knn
 from .registry import build, register_model
 
 
@@ -104,8 +110,62 @@ class DGCNNCls(PointClsModel):
         x = self.conv(torch.cat(outs, dim=-1))
         return torch.cat([x.amax(1), x.mean(1)], dim=-1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.head(features)
+
+class DGCNNSeg(PointSegModel):
+    """DGCNN part segmentation; ``edge_widths`` gives the layer widths of each EdgeConv block."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_categories: int = 0,
+        k: int = 40,
+        edge_widths: Sequence[Sequence[int]] = ((64, 64), (64, 64), (64,)),
+        emb_dims: int = 1024,
+        category_dim: int = 64,
+        head: Sequence[int] = (256, 256, 128),
+        dropout: float = 0.5,
+        input_transform: bool = True,
+    ) -> None:
+        check_positive("k", k)
+        check_positive("emb_dims", emb_dims)
+        check_positive("category_dim", category_dim)
+        blocks = [check_widths("edge_widths", w) for w in edge_widths]
+        if not blocks:
+            raise KdpcError("model option edge_widths must not be empty")
+        cat_dim = category_dim if num_categories else 0
+        local = sum(b[-1] for b in blocks)
+        super().__init__(num_classes, emb_dims + cat_dim + local, num_categories)
+        self.k = k
+        self.transform = TransformNet() if input_transform else None
+        self.edges = nn.ModuleList()
+        channels = 3
+        for widths in blocks:
+            self.edges.append(EdgeConv(channels, widths))
+            channels = widths[-1]
+        self.conv = LinearBN(local, emb_dims, act=leaky_relu, bias=False)
+        self.category_embed = (
+            LinearBN(num_categories, category_dim, act=leaky_relu, bias=False) if num_categories else None
+        )
+        self.head = mlp_head(
+            self.num_features, check_widths("head", head, allow_empty=True), num_classes, dropout,
+            act=leaky_relu, bias=False, final_bias=False, dropout_last=False,
+        )
+
+    def forward_features(self, x: Tensor, category: Tensor | None = None) -> Tensor:
+        check_points(x)
+        onehot = self.category_onehot(category, x)
+        n = x.shape[1]
+        if self.transform is not None:
+            x = torch.bmm(x, self.transform(x, self.k))
+        outs = []
+        for edge in self.edges:
+            x = edge(x, self.k)
+            outs.append(x)
+        local = torch.cat(outs, dim=-1)
+        glob = [self.conv(local).amax(1)]
+        if onehot is not None and self.category_embed is not None:
+            glob.append(self.category_embed(onehot))
+        return torch.cat([broadcast_to_points(torch.cat(glob, dim=-1), n), local], dim=-1)
 
 
 @register_model(published_params=1_800_000)
@@ -118,3 +178,18 @@ def dgcnn(num_classes: int, **cfg: Any) -> DGCNNCls:
 def dgcnn_tiny(num_classes: int, **cfg: Any) -> DGCNNCls:
     """Tiny DGCNN for CPU demos: k=10, EdgeConvs 32-32-64-64, emb 128."""
     return build(DGCNNCls, num_classes, cfg, k=10, edge_widths=(32, 32, 64, 64), emb_dims=128, head=(128,))
+
+
+@register_model(task="partseg")
+def dgcnn_seg(num_classes: int, **cfg: Any) -> DGCNNSeg:
+    """DGCNN part segmentation, k=40, with transform net."""
+    return build(DGCNNSeg, num_classes, cfg)
+
+
+@register_model(task="partseg")
+def dgcnn_seg_tiny(num_classes: int, **cfg: Any) -> DGCNNSeg:
+    """Tiny DGCNN part segmentation for CPU tests: k=10, no transform net, emb 128."""
+    return build(
+        DGCNNSeg, num_classes, cfg, k=10, edge_widths=((32, 32), (32,), (32,)), emb_dims=128, category_dim=16,
+        head=(128, 64), input_transform=False,
+    )

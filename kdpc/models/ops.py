@@ -81,6 +81,11 @@ def ball_query(radius: float, nsample: int, xyz: Tensor, new_xyz: Tensor) -> Ten
     return torch.where(idx == n, first.expand_as(idx), idx)
 
 
+def broadcast_to_points(per_cloud: Tensor, n: int) -> Tensor:
+    """Give every one of ``n`` points its cloud's feature: ``[B, C] -> [B, n, C]`` (a view, no copy)."""
+    return per_cloud.unsqueeze(1).expand(-1, n, -1)
+
+
 def interpolate_features(xyz_dst: Tensor, xyz_src: Tensor, feats_src: Tensor, k: int = 3) -> Tensor:
     """PointNet++ feature propagation: inverse-distance weighted mean over the k nearest source points.
 

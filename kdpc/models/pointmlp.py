@@ -9,6 +9,11 @@ Follows the official ``ma-xu/pointMLP-pytorch`` code, with two deliberate differ
   batch as in the official classification code, so a cloud's output never depends on its batch-mates.
 
 The paper's parameter counts are in units of 2**20: "12.6M" is 13.2M parameters, "0.68M" is 0.72M.
+
+* ``PointMLPCls``: encoder, global max pool, MLP head.
+* ``PointMLPSeg``: part segmentation (official code): the encoder, a residual feature-propagation decoder,
+  multi-level global context and a category token. Takes xyz only (the official model also takes normals) and
+  has a ReLU between the head's BN and dropout (the official head has none, making it a linear map).
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ from ..errors import KdpcError
 from .base import (
     LinearBN,
     PointClsModel,
+    PointSegModel,
     check_points,
     check_positive,
     check_same_length,
     check_widths,
     mlp_head,
 )
-from .ops import farthest_point_sample, index_points, knn
+from .ops import broadcast_to_points, farthest_point_sample, index_points, interpolate_features, knn
 from .registry import build, register_model
 
 NORMALIZE = ("anchor", "center", None)
@@ -214,8 +220,86 @@ class PointMLPCls(PointClsModel):
         _, feats = self.encoder(x)[-1]
         return feats.amax(1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.head(features)
+
+class PointMLPPropagation(nn.Module):
+    """PointMLP decoder step: interpolate coarse features, concat skip, fuse conv, residual blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, blocks: int, expansion: float, bias: bool) -> None:
+        super().__init__()
+        self.fuse = LinearBN(in_channels, out_channels, bias=bias)
+        self.blocks = res_blocks(out_channels, blocks, expansion, bias)
+
+    def forward(self, xyz_dst: Tensor, xyz_src: Tensor, feats_dst: Tensor, feats_src: Tensor) -> Tensor:
+        x = torch.cat([feats_dst, interpolate_features(xyz_dst, xyz_src, feats_src)], dim=-1)
+        return self.blocks(self.fuse(x))
+
+
+class PointMLPSeg(PointSegModel):
+    """PointMLP part segmentation; ``de_dims``/``de_blocks`` run coarsest -> finest, one per encoder stage."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_categories: int = 0,
+        embed_dim: int = 64,
+        dim_expansion: Sequence[int] = (2, 2, 2, 2),
+        pre_blocks: Sequence[int] = (2, 2, 2, 2),
+        pos_blocks: Sequence[int] = (2, 2, 2, 2),
+        k_neighbors: Sequence[int] = (32, 32, 32, 32),
+        reducers: Sequence[int] = (4, 4, 4, 4),
+        res_expansion: float = 1.0,
+        bias: bool = True,
+        use_xyz: bool = True,
+        normalize: str | None = "anchor",
+        de_dims: Sequence[int] = (512, 256, 128, 128),
+        de_blocks: Sequence[int] = (4, 4, 4, 4),
+        gmp_dim: int = 64,
+        cls_dim: int = 64,
+        head: Sequence[int] = (128,),
+        dropout: float = 0.5,
+    ) -> None:
+        encoder = PointMLPEncoder(embed_dim, dim_expansion, pre_blocks, pos_blocks, k_neighbors, reducers,
+                                  res_expansion, bias, use_xyz, normalize)
+        de_dims = check_widths("de_dims", de_dims)
+        if not len(de_dims) == len(de_blocks) == len(encoder.stages):
+            raise KdpcError(f"model options de_dims and de_blocks need one entry per encoder stage "
+                            f"({len(encoder.stages)}), got {len(de_dims)} and {len(de_blocks)}")
+        if any(not isinstance(b, int) or b < 0 for b in de_blocks):
+            raise KdpcError(f"model option de_blocks must be a list of integers >= 0, got {de_blocks!r}")
+        check_positive("gmp_dim", gmp_dim)
+        check_positive("cls_dim", cls_dim)
+        token_dim = cls_dim if num_categories else 0
+        super().__init__(num_classes, de_dims[-1] + gmp_dim + token_dim, num_categories)
+        self.encoder = encoder
+        en_dims = encoder.dims[::-1]  # coarsest first
+        self.decoders = nn.ModuleList()
+        channels = en_dims[0]
+        for out, blocks, skip in zip(de_dims, de_blocks, en_dims[1:]):
+            self.decoders.append(PointMLPPropagation(channels + skip, out, blocks, res_expansion, bias))
+            channels = out
+        self.gmp_maps = nn.ModuleList([LinearBN(d, gmp_dim, bias=bias) for d in encoder.dims])
+        self.gmp_end = LinearBN(gmp_dim * len(encoder.dims), gmp_dim, bias=bias)
+        self.category_map = (
+            nn.Sequential(LinearBN(num_categories, cls_dim, bias=bias), LinearBN(cls_dim, cls_dim, bias=bias))
+            if num_categories
+            else None
+        )
+        self.head = mlp_head(self.num_features, check_widths("head", head, allow_empty=True), num_classes,
+                             dropout, bias=bias, final_bias=bias)
+
+    def forward_features(self, x: Tensor, category: Tensor | None = None) -> Tensor:
+        check_points(x)
+        onehot = self.category_onehot(category, x)
+        levels = self.encoder(x)
+        feats = levels[-1][1]
+        for i, fp in enumerate(self.decoders):
+            xyz_dst, skip = levels[-2 - i]
+            feats = fp(xyz_dst, levels[-1 - i][0], skip, feats)
+        pooled = [m(f).amax(1) for m, (_, f) in zip(self.gmp_maps, levels)]
+        glob = [self.gmp_end(torch.cat(pooled, dim=-1))]
+        if onehot is not None and self.category_map is not None:
+            glob.append(self.category_map(onehot))
+        return torch.cat([feats, broadcast_to_points(torch.cat(glob, dim=-1), x.shape[1])], dim=-1)
 
 
 @register_model(published_params=12_600_000)
@@ -239,4 +323,20 @@ def pointmlp_tiny(num_classes: int, **cfg: Any) -> PointMLPCls:
     return build(
         PointMLPCls, num_classes, cfg, embed_dim=32, res_expansion=0.25, dim_expansion=(2, 2, 2),
         pre_blocks=(1, 1, 1), pos_blocks=(1, 1, 1), k_neighbors=(16, 16, 16), reducers=(4, 2, 2), head=(128,),
+    )
+
+
+@register_model(task="partseg")
+def pointmlp_seg(num_classes: int, **cfg: Any) -> PointMLPSeg:
+    """PointMLP part segmentation, official config (N/4 groups per stage, k=32, 4-block decoder); a teacher."""
+    return build(PointMLPSeg, num_classes, cfg)
+
+
+@register_model(task="partseg")
+def pointmlp_seg_tiny(num_classes: int, **cfg: Any) -> PointMLPSeg:
+    """Tiny PointMLP part segmentation for CPU tests: 3 stages (N/4, N/8, N/16 groups), k=16, 1-block decoder."""
+    return build(
+        PointMLPSeg, num_classes, cfg, embed_dim=32, dim_expansion=(2, 2, 2), pre_blocks=(1, 1, 1),
+        pos_blocks=(1, 1, 1), k_neighbors=(16, 16, 16), reducers=(4, 2, 2), res_expansion=0.25,
+        de_dims=(128, 64, 64), de_blocks=(1, 1, 1), gmp_dim=32, cls_dim=32, head=(64,),
     )

@@ -72,9 +72,6 @@ class PointNetCls(PointClsModel):
             x = torch.bmm(x, self.feature_tnet(x))
         return self.mlp(x).amax(1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.head(features)
-
 
 @register_model(published_params=3_500_000)
 def pointnet(num_classes: int, **cfg: Any) -> PointNetCls:

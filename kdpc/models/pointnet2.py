@@ -3,6 +3,10 @@
 Layer layout follows the widely used yanx27 PyTorch port. Centroid counts are published for a fixed input size
 (512/128 of 1024 points for classification); here they are given at ``num_points`` and scaled to the actual N
 of each batch, so a model works on any N (FPS starts at index 0: deterministic, but not permutation invariant).
+
+* ``PointNet2Cls``: SA stages, a group-all SA stage, MLP head.
+* ``PointNet2Seg``: part segmentation (yanx27 ``part_seg_ssg``): the same SA encoder, a feature propagation
+  decoder, the category one-hot joining the full-resolution skip features.
 """
 
 from __future__ import annotations
@@ -13,8 +17,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import PointClsModel, check_points, check_positive, check_same_length, check_widths, mlp_head, shared_mlp
-from .ops import ball_query, farthest_point_sample, index_points, interpolate_features, scaled_count
+from ..errors import KdpcError
+from .base import (
+    PointClsModel,
+    PointSegModel,
+    check_points,
+    check_positive,
+    check_same_length,
+    check_widths,
+    mlp_head,
+    shared_mlp,
+)
+from .ops import (
+    ball_query,
+    broadcast_to_points,
+    farthest_point_sample,
+    index_points,
+    interpolate_features,
+    scaled_count,
+)
 from .registry import build, register_model
 
 
@@ -131,8 +152,55 @@ class PointNet2Cls(PointClsModel):
         assert feats is not None
         return feats.squeeze(1)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.head(features)
+
+class PointNet2Seg(PointSegModel):
+    """PointNet++ SSG part segmentation. ``fp_widths`` run coarsest -> finest (one per SA stage + global)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_categories: int = 0,
+        npoints: Sequence[int] = (512, 128),
+        radii: Sequence[float] = (0.2, 0.4),
+        nsamples: Sequence[int] = (32, 64),
+        sa_widths: Sequence[Sequence[int]] = ((64, 64, 128), (128, 128, 256)),
+        global_widths: Sequence[int] = (256, 512, 1024),
+        fp_widths: Sequence[Sequence[int]] = ((256, 256), (256, 128), (128, 128, 128)),
+        head: Sequence[int] = (128,),
+        dropout: float = 0.5,
+        num_points: int = 2048,
+    ) -> None:
+        # The input xyz doubles as the first level's features, as in the reference.
+        encoder = PointNet2Encoder(3, npoints, radii, nsamples, sa_widths, global_widths, num_points)
+        if len(fp_widths) != len(encoder.stages) + 1:
+            raise KdpcError(f"model option fp_widths needs {len(encoder.stages) + 1} entries (one per SA stage and "
+                            f"the global stage), got {len(fp_widths)}")
+        fp_widths = [check_widths("fp_widths", w) for w in fp_widths]
+        super().__init__(num_classes, fp_widths[-1][-1], num_categories)
+        self.encoder = encoder
+        # Skip channels per level, finest first; level 0 carries [one-hot, xyz, xyz] like the reference.
+        skips = [num_categories + 6] + [s.out_channels for s in encoder.stages]
+        self.decoders = nn.ModuleList()
+        channels = encoder.out_channels
+        for widths, skip in zip(fp_widths, reversed(skips)):
+            self.decoders.append(FeaturePropagation(channels + skip, widths))
+            channels = widths[-1]
+        self.head = mlp_head(channels, check_widths("head", head, allow_empty=True), num_classes, dropout)
+
+    def forward_features(self, x: Tensor, category: Tensor | None = None) -> Tensor:
+        check_points(x)
+        onehot = self.category_onehot(category, x)
+        levels = self.encoder(x, x)
+        feats = levels[-1][1]
+        assert feats is not None
+        for i, fp in enumerate(self.decoders):
+            level = len(levels) - 2 - i
+            xyz, skip = levels[level]
+            if level == 0:
+                columns = [x, x] if onehot is None else [broadcast_to_points(onehot, x.shape[1]), x, x]
+                skip = torch.cat(columns, dim=-1)
+            feats = fp(xyz, levels[level + 1][0], skip, feats)
+        return feats
 
 
 @register_model(published_params=1_470_000)
@@ -148,4 +216,20 @@ def pointnet2_tiny(num_classes: int, **cfg: Any) -> PointNet2Cls:
         PointNet2Cls, num_classes, cfg, npoints=(64, 16), radii=(0.25, 0.5), nsamples=(16, 32),
         sa_widths=((32, 32, 64), (64, 64, 128)), global_widths=(128, 256), head=(128,), dropout=0.4,
         num_points=256,
+    )
+
+
+@register_model(task="partseg")
+def pointnet2_seg(num_classes: int, **cfg: Any) -> PointNet2Seg:
+    """PointNet++ SSG part segmentation (512/128 centroids at 2048 points)."""
+    return build(PointNet2Seg, num_classes, cfg)
+
+
+@register_model(task="partseg")
+def pointnet2_seg_tiny(num_classes: int, **cfg: Any) -> PointNet2Seg:
+    """Tiny PointNet++ part segmentation for CPU tests (64/16 centroids at 256 points)."""
+    return build(
+        PointNet2Seg, num_classes, cfg, npoints=(64, 16), radii=(0.25, 0.5), nsamples=(16, 32),
+        sa_widths=((32, 32, 64), (64, 64, 128)), global_widths=(128, 256), fp_widths=((128, 128), (128, 64),
+        (64, 64)), head=(64,), num_points=256,
     )

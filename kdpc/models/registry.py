@@ -1,8 +1,10 @@
 """The model registry: timm-style presets, ``create_model`` and friends.
 
-Each preset is a function ``preset(num_classes, **cfg) -> nn.Module`` decorated with ``@register_model``;
-``cfg`` overrides the preset's defaults (any constructor option of the model class) and an unknown option is a
-``KdpcError``. The resolved options are kept on the model as ``model.config``.
+Each preset is a function ``preset(num_classes, **cfg) -> nn.Module`` decorated with ``@register_model``
+(``@register_model(task="partseg")`` for part segmentation), defined in its family's file next to the model
+classes: ``pointnet.py``, ``pointnet2.py``, ``dgcnn.py``, ``pointmlp.py``. ``cfg`` overrides the preset's
+defaults (any constructor option of the model class) and an unknown option is a ``KdpcError``. The resolved
+options are kept on the model as ``model.config``.
 
 Presets and their trainable parameters: classification at 40 classes; part segmentation at 50 part classes
 with ShapeNet-Part's 16-category one-hot conditioning (``num_categories=16``) and, in brackets, without it

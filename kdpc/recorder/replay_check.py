@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..augment import params_at
+from ..augment import params_at, replay_view
 from ..checkpoint import file_sha256, load_checkpoint
 from ..data import create_dataset
 from ..distill.dataset import check_provenance
-from ..engine import model_forward, replay_view, resolve_device
-from ..records import RecordReader, get_codec
-from ..records.codecs import decoded_error_bound
+from ..models import model_forward
+from ..training.runtime import resolve_device
+from ..store import RecordReader
+from ..store.codecs import PointCodec, PointTopKCodec, decoded_error_bound, get_codec, logsumexp
+from ..store.codecs import point_decoded_error_bound
+from ..store.codecs.points import top_k
 
 # Replayed views may be batched differently from the recording run; that moves log-probs by ~1e-5.
 BATCH_ROUNDING_SLACK = 1e-3
@@ -70,7 +74,6 @@ def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module
                       records: np.ndarray) -> dict[str, Any]:
     """partseg: per-point outputs within the codec's guarantees (``point_replay_check``) and the anchor features
     within float16 rounding of a fresh teacher run on the replayed views."""
-    from ..records.codecs import point_replay_check
     from .seg import teacher_seg_outputs
 
     header = reader.header
@@ -94,3 +97,55 @@ def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module
         message += f"; anchor features max |error| {feature_error:.3g}"
     return {"ok": ok, "checked": int(records.size), "max_abs_error": check["max_abs_error"],
             "argmax_agreement": check["argmax_agreement"], "feature_max_abs_error": feature_error, "message": message}
+
+
+def point_replay_check(codec: PointCodec, reference: np.ndarray, decoded: np.ndarray, slack: float = 1e-3) -> dict:
+    """Compare decoded per-point outputs with a fresh teacher run on the replayed views (``[n, N, P]`` each).
+
+    Dense codecs: every entry within ``point_decoded_error_bound + slack`` (entries without a bound are skipped).
+    ``ptopk:K``: on the points whose top-K part set is the same in both (near-ties may swap; reported as
+    ``topk_agreement``), the gaps ``l[t_1] - l[t_j]`` of the top-K parts and the tail depth
+    ``l[t_1] - logsumexp(tail)`` within their codes' bounds + ``slack``. ``slack`` covers float rounding between the
+    recording and the replay (other batch composition, another device).
+
+    Returns ``{"ok", "worst_excess", "max_abs_error", "argmax_agreement", "topk_agreement"}``; ``worst_excess`` is
+    the largest error minus its bound (<= 0 when ``ok``), ``max_abs_error`` the largest bounded difference.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    dec = np.asarray(decoded, dtype=np.float64)
+    if ref.shape != dec.shape or ref.ndim != 3:
+        raise ValueError(f"reference {ref.shape} and decoded {dec.shape} must both be [n, points, parts]")
+    argmax_agreement = float((ref.argmax(-1) == dec.argmax(-1)).mean()) if ref.size else 1.0
+    if not isinstance(codec, PointTopKCodec):
+        bound = point_decoded_error_bound(codec, ref, dec) + slack
+        fin = np.isfinite(bound)
+        err = np.abs(dec - ref)
+        worst = float((err - bound)[fin].max()) if fin.any() else 0.0
+        return {"ok": worst <= 0.0, "worst_excess": worst, "max_abs_error": float(err[fin].max()) if fin.any() else 0.0,
+                "argmax_agreement": argmax_agreement, "topk_agreement": 1.0}
+    k = codec.k
+    top_ref = top_k(ref, k)[0]
+    top_dec = top_k(dec, k)[0]
+    same = (np.sort(top_ref, axis=-1) == np.sort(top_dec, axis=-1)).all(axis=-1)  # [n, N]
+    b0 = codec.D0 * math.expm1(0.5 / codec.KQ) * (1 + 1e-9)  # the bound at d = 0 (the top part's own error)
+    ref_top = np.take_along_axis(ref, top_ref, axis=-1)
+    dec_top = np.take_along_axis(dec, top_ref, axis=-1)
+    d_ref = ref_top[..., :1] - ref_top
+    d_dec = dec_top[..., :1] - dec_top
+    gap_err = np.abs(d_dec - d_ref)
+    gap_bound = (d_ref + codec.D0) * math.expm1(0.5 / codec.KQ) * (1 + 1e-9) + b0 + slack
+    in_tail = np.ones(ref.shape, dtype=bool)
+    np.put_along_axis(in_tail, top_ref, False, axis=-1)
+    with np.errstate(invalid="ignore"):
+        s_ref = ref_top[..., 0] - logsumexp(np.where(in_tail, ref, -np.inf))[..., 0]
+        s_dec = dec_top[..., 0] - logsumexp(np.where(in_tail, dec, -np.inf))[..., 0]
+    tail_err = np.abs(s_dec - s_ref)
+    tail_bound = codec.tail_bound(s_ref) + b0 + slack
+    checks_err = np.concatenate([gap_err[same].ravel(), tail_err[same].ravel()])
+    checks_bound = np.concatenate([gap_bound[same].ravel(), tail_bound[same].ravel()])
+    fin = np.isfinite(checks_bound) & np.isfinite(checks_err)
+    worst = float((checks_err - checks_bound)[fin].max()) if fin.any() else 0.0
+    return {"ok": worst <= 0.0, "worst_excess": worst,
+            "max_abs_error": float(gap_err[same].max()) if same.any() else 0.0,
+            "argmax_agreement": argmax_agreement, "topk_agreement": float(same.mean()) if same.size else 1.0}
+

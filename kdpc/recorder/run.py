@@ -16,14 +16,16 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..augment import AugmentConfig, draw_params, param_specs
 from ..checkpoint import Checkpoint, file_sha256, load_checkpoint
-from ..engine import autocast, default_workers, model_forward, resolve_device
+from ..training.runtime import autocast, default_workers, resolve_device
+from ..models import model_forward
 from ..distributed import World, distributed, everywhere, on_main, raise_if_any, rank_device
 from ..errors import KdpcError
-from ..evaluate import dataset_for_checkpoint
+from ..checkpoint import dataset_for_checkpoint
 from ..progress import progress
-from ..records import DEFAULT_CODEC, RecordWriter, StoreHeader
+from ..store import RecordWriter, StoreHeader
+from ..store.schema import sample_view
 from .seg import concat_seg_outputs, make_seg_header_fields, teacher_seg_outputs, view_seeds
-from .views import BlockBatches, RecordViews, record_coordinates
+from .views import BlockBatches, RecordViews
 from .writer_thread import BackgroundBlockWriter
 
 
@@ -78,7 +80,7 @@ def build_header(cfg: RecordConfig, ckpt: Checkpoint, dataset: Any, augment: Aug
         "num_views": cfg.views,
         "num_classes": ckpt.num_classes,
         "class_names": list(ckpt.class_names),
-        "codec": cfg.codec or DEFAULT_CODEC,
+        "codec": cfg.codec or "",  # "": the task's default
         "params": param_specs(augment),
         "augment": augment.to_dict(),
         "run_seed": cfg.seed,
@@ -215,7 +217,7 @@ def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device,
 
 def _block_columns(start: int, stop: int, outputs: list, dataset, augment: AugmentConfig, seed: int):
     records = np.arange(start, stop)
-    samples, views = record_coordinates(records, len(dataset))
+    samples, views = sample_view(records, len(dataset))
     columns: dict[str, np.ndarray] = {"sample": samples.astype(np.int32), "view": views.astype(np.uint16)}
     columns.update(draw_params(augment, seed, samples, views, stream="record"))
     if isinstance(outputs[0], dict):

@@ -11,6 +11,7 @@ Integration (the recorder loop in ``kdpc/recorder/run.py``), for ``ckpt.task == 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,9 +20,10 @@ import torch.nn.functional as F
 
 from ..augment import AugmentConfig, anchor_indices, draw_params
 from ..errors import KdpcError
-from ..records.codecs import DEFAULT_SEG_CODEC, projection_matrix
-from ..records.schema import DEFAULT_SEG_CHUNK_RECORDS, StoreHeader
-from ..engine import unwrap_model
+from ..hashing import splitmix64, unit_interval
+from ..store.codecs import DEFAULT_SEG_CODEC
+from ..store.schema import DEFAULT_SEG_CHUNK_RECORDS, StoreHeader, sample_view
+from ..models import unwrap_model
 
 DEFAULT_ANCHORS = 128  # M: points per view whose teacher features are kept (at most a quarter of the points)
 DEFAULT_FEATURE_DIM = 32  # D: stored feature width; wider teachers are randomly projected down to it
@@ -31,6 +33,27 @@ DEFAULT_PROJECTION_SEED = 0
 def _cfg(cfg: Any, name: str, default: Any) -> Any:
     value = cfg.get(name) if isinstance(cfg, Mapping) else getattr(cfg, name, None)
     return default if value is None else value
+
+
+PROJECTION_STREAM = 0x70726F6A65637421  # "project!"
+
+
+def projection_matrix(seed: int, in_dim: int, out_dim: int) -> np.ndarray:
+    """The fixed random projection ``[in_dim, out_dim]`` float32 a partseg store applies to teacher features.
+
+    Regenerated from ``(seed, in_dim, out_dim)`` (never stored): ``base = splitmix64(uint64(seed) ^ PROJECTION_STREAM)``,
+    ``u_k = (splitmix64(base + k) >> 11) 2^-53`` for ``k = 0 .. 2 in_dim out_dim - 1``; Box-Muller
+    ``z_j = sqrt(-2 ln(1 - u_{2j})) cos(2 pi u_{2j+1})`` in float64, row-major ``[in_dim, out_dim]``;
+    ``W = float32(z / sqrt(out_dim))`` (Johnson-Lindenstrauss scaling: inner products are kept in expectation).
+    """
+    if in_dim < 1 or out_dim < 1:
+        raise KdpcError(f"projection dimensions must be positive, got {in_dim} -> {out_dim}")
+    base = splitmix64(np.asarray([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) ^ np.uint64(PROJECTION_STREAM))
+    with np.errstate(over="ignore"):
+        h = splitmix64(base + np.arange(2 * in_dim * out_dim, dtype=np.uint64))
+    u = unit_interval(h)
+    z = np.sqrt(-2.0 * np.log1p(-u[0::2])) * np.cos(2.0 * math.pi * u[1::2])
+    return (z.reshape(in_dim, out_dim) / math.sqrt(out_dim)).astype(np.float32)
 
 
 def projection_info(teacher_dim: int, feature_dim: int, seed: int = DEFAULT_PROJECTION_SEED) -> dict[str, Any]:
@@ -82,7 +105,7 @@ def make_seg_header_fields(ckpt: Any, dataset: Any, cfg: Any, teacher: torch.nn.
 def view_seeds(records: Any, num_samples: int, augment: AugmentConfig, run_seed: int) -> np.ndarray:
     """The stored ``seed`` parameter of each record id (what ``anchor_indices`` is keyed by)."""
     r = np.asarray(records, dtype=np.int64).reshape(-1)
-    return draw_params(augment, run_seed, r % num_samples, r // num_samples, stream="record")["seed"]
+    return draw_params(augment, run_seed, *sample_view(r, num_samples), stream="record")["seed"]
 
 
 _PROJECTIONS: dict[tuple[int, int, int], np.ndarray] = {}

@@ -7,14 +7,8 @@ from typing import Any, Iterator
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from ..augment import AugmentConfig, draw_params, params_at
-from ..engine import replay_view
-
-
-def record_coordinates(records: np.ndarray, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """View-major order: ``(sample, view)`` of each record index."""
-    records = np.asarray(records, dtype=np.int64)
-    return records % num_samples, records // num_samples
+from ..augment import AugmentConfig, draw_params, params_at, replay_view
+from ..store.schema import sample_view
 
 
 class RecordViews(Dataset):
@@ -33,7 +27,7 @@ class RecordViews(Dataset):
 
     def __getitems__(self, records: list[int]) -> list[dict[str, Any]]:
         """A whole batch at once: the parameters of all its views come from one vectorised draw."""
-        samples, views = record_coordinates(np.asarray(records), len(self.dataset))
+        samples, views = sample_view(np.asarray(records), len(self.dataset))
         params = draw_params(self.augment, self.run_seed, samples, views, stream="record")
         items = []
         for k, (record, sample) in enumerate(zip(records, samples)):

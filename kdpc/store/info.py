@@ -7,8 +7,8 @@ from typing import Any
 
 from ..errors import KdpcError
 from .backends import open_store, read_header
-from .reader import RecordReader, completeness
-from .schema import array_specs
+from .reader import RecordReader
+from .schema import FEATURES, OUTPUT_GROUP, array_specs
 
 
 def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
     """
     backend = open_store(path, "r")
     header = read_header(backend)
-    complete, done, _flags = completeness(backend, header)
+    complete, done, _flags = backend.completeness(header)
     size = backend.bytes_on_disk()
     codec = header.codec_obj()
     info: dict[str, Any] = {
@@ -55,21 +55,21 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
             info["problem"] = str(exc)
     if header.task == "partseg":
         records = max(header.num_records, 1)
-        out_bytes = [v for k, v in info["array_bytes"].items() if k.startswith("output/")]
+        out_bytes = [v for k, v in info["array_bytes"].items() if k.startswith(OUTPUT_GROUP + "/")]
         info.update({
             "num_anchors": header.num_anchors,
             "feature_dim": header.feature_dim,
             "feature_projection": header.feature_projection,
             "output_bytes_per_record": sum(out_bytes) / records if None not in out_bytes else None,
-            "feature_bytes_per_record": (info["array_bytes"]["features"] / records
-                                         if info["array_bytes"].get("features") is not None else None),
+            "feature_bytes_per_record": (info["array_bytes"][FEATURES] / records
+                                         if info["array_bytes"].get(FEATURES) is not None else None),
         })
     info.update(
         {
             "teacher": header.teacher,
             "dataset": header.dataset,
             "augment": header.augment,
-            "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in header.params],
+            "params": header.to_dict()["params"],
             "run_seed": header.run_seed,
             "num_points": header.num_points,
             "schema_version": header.schema_version,

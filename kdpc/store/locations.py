@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+from fsspec.utils import get_protocol
 
 from ..errors import KdpcError
 
@@ -45,7 +46,7 @@ _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 def scheme(path: Any) -> str:
     """The URL scheme (``s3``, ``https``, ``file``...) or ``""`` for plain paths and store objects."""
     if isinstance(path, str) and "://" in path:
-        return path.split("://", 1)[0].lower()
+        return get_protocol(path).lower()
     return ""
 
 
@@ -156,13 +157,14 @@ def lists_cheaply(store: Any) -> bool:
     return not any(p in READ_ONLY_SCHEMES for p in protocols)
 
 
-def _sync(coro: Any) -> Any:
+def sync(coro: Any) -> Any:
+    """Run a coroutine on zarr's event loop (the one its async stores live on)."""
     from zarr.core.sync import sync
 
     return sync(coro)
 
 
-async def _gather_limited(coros: Sequence[Any], limit: int) -> list[Any]:
+async def gather_limited(coros: Sequence[Any], limit: int) -> list[Any]:
     sem = asyncio.Semaphore(limit)
 
     async def run(c: Any) -> Any:
@@ -182,11 +184,11 @@ def existing_keys(store: Any, keys: Iterable[str], prefix: str = "", concurrency
             return {k async for k in store.list_prefix(prefix)}
 
         try:
-            found = _sync(listed())
+            found = sync(listed())
             return {k for k in keys if k in found}
         except (NotImplementedError, OSError):
             pass
-    flags = _sync(_gather_limited([store.exists(k) for k in keys], concurrency))
+    flags = sync(gather_limited([store.exists(k) for k in keys], concurrency))
     return {k for k, ok in zip(keys, flags) if ok}
 
 
@@ -231,7 +233,7 @@ class KeyStore:
             buf = await self.store.get(k, prototype=proto)
             return None if buf is None else buf.to_bytes()
 
-        return _sync(_gather_limited([one(k) for k in keys], self.concurrency))
+        return sync(gather_limited([one(k) for k in keys], self.concurrency))
 
     def get(self, key: str) -> bytes | None:
         return self.get_many([key])[0]
@@ -253,7 +255,7 @@ class KeyStore:
             return (int(info.get("size", -1)), etag) if _MD5_ETAG.match(etag) else False
 
         try:
-            return _sync(_gather_limited([one(k) for k in keys], self.concurrency))
+            return sync(gather_limited([one(k) for k in keys], self.concurrency))
         except OSError:
             return None
 
@@ -283,7 +285,7 @@ class KeyStore:
         from zarr.core.buffer import default_buffer_prototype
 
         proto = default_buffer_prototype()
-        _sync(_gather_limited([self.store.set(k, proto.buffer.from_bytes(v)) for k, v in items.items()],
+        sync(gather_limited([self.store.set(k, proto.buffer.from_bytes(v)) for k, v in items.items()],
                               self.concurrency))
 
     def put(self, key: str, data: bytes) -> None:

@@ -1,4 +1,7 @@
-"""``RecordWriter``: create / overwrite / resume / attach a store and write it one block at a time.
+"""``RecordWriter``: the one write path of every store. It creates / overwrites / resumes / attaches a store and
+writes it one block at a time: ``write_block`` takes teacher outputs and encodes them (``kdpc record``),
+``write_encoded_block`` takes arrays already in the store's encoding (merge, convert). ``finalize`` applies the one
+completion rule; ``remove_store`` is the one delete.
 
 A block is written completely (every array) before its flag is set, so a crash leaves at most one unflagged,
 half-written block that ``pending_blocks()`` hands out again. ``write_block`` is thread-safe for distinct blocks,
@@ -16,28 +19,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import KdpcError
-from .backends import (
-    Backend,
-    H5FileBackend,
-    H5PartsBackend,
-    ZarrBackend,
-    is_h5_path,
-    local_path,
-    open_store,
-    parts_dir,
-    read_header,
-)
-from .schema import (
-    FEATURES,
-    HEADER_ATTR,
-    LABELS,
-    OUTPUT_GROUP,
-    StoreHeader,
-    array_specs,
-    column_names,
-    labels_dtype,
-    record_array_specs,
-)
+from . import locations
+from .backends import Backend, H5FileBackend, H5PartsBackend, ZarrBackend, is_h5_path, open_store, parts_dir
+from .backends import read_header
+from .schema import FEATURES, HEADER_ATTR, LABELS, OUTPUT_GROUP, StoreHeader, array_specs, column_names
+from .schema import labels_dtype, record_array_specs
 
 MODES = ("create", "overwrite", "resume")
 
@@ -78,15 +64,13 @@ def _looks_like_store(path: Path) -> bool:
     return False
 
 
-def _remove(path: Path) -> None:
-    if is_h5_path(path):
-        for p in (path, Path(str(path) + ".tmp")):
-            if p.is_file():
-                p.unlink()
-        if parts_dir(path).exists():
-            shutil.rmtree(parts_dir(path))
-    elif path.is_dir():
-        shutil.rmtree(path)
+def remove_store(path: Path) -> None:
+    """Delete a local store and everything a writer leaves beside it (``.h5.parts`` folder, ``.tmp`` file)."""
+    for p in (path, parts_dir(path), Path(str(path) + ".tmp")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
 
 
 def _check_labels(labels: Any, header: StoreHeader) -> np.ndarray:
@@ -121,19 +105,25 @@ class RecordWriter:
 
     # ------------------------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | os.PathLike, header: StoreHeader, mode: str = "create", labels: Any = None) -> "RecordWriter":
+    def open(cls, path: str | os.PathLike, header: StoreHeader, mode: str = "create", labels: Any = None,
+             resumable: bool = True) -> "RecordWriter":
         """``mode``: ``create`` (refuse an existing path), ``overwrite`` (delete it first), ``resume`` (continue
-        a store recorded with the same header, ``created`` aside). ``.h5``/``.hdf5`` -> HDF5, else zarr."""
+        a store recorded with the same header, ``created`` aside). ``.h5``/``.hdf5`` -> HDF5, else zarr.
+        ``resumable=False`` (merge, convert) leaves ``--resume`` out of the messages."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        p = local_path(path)
+        p = locations.local_path(path)
         if p is None:
-            raise KdpcError(f"{path}: recording writes local stores only for now; record locally and upload the store")
+            raise KdpcError(f"{locations.redact(path)}: stores are written locally; write one here, then "
+                            "`kdpc records copy` it there")
+        if locations.is_zip(p):
+            raise KdpcError(f"{p}: write a folder (or .h5), then `kdpc records pack` it")
         header.validate()
         labels_arr = _check_labels(labels, header)
         exists = _exists(p)
         if exists and mode == "create":
-            raise KdpcError(f"{p} exists; pass --resume to finish it or --overwrite to replace it")
+            raise KdpcError(f"{p} exists; pass {'--resume to finish it or ' if resumable else ''}--overwrite to "
+                            "replace it")
         if mode == "resume":
             if not exists:
                 raise KdpcError(f"nothing to resume at {p}; run without --resume to start recording there")
@@ -142,7 +132,7 @@ class RecordWriter:
         if exists:  # overwrite
             if not _looks_like_store(p):
                 raise KdpcError(f"{p} exists and is not a kdpc record store; refusing to delete it, pick another path")
-            _remove(p)
+            remove_store(p)
         try:
             backend: Backend
             if is_h5_path(p):
@@ -173,7 +163,7 @@ class RecordWriter:
     @classmethod
     def attach(cls, path: str | os.PathLike) -> "RecordWriter":
         """Open a store another process created, to write some of its blocks (torchrun ranks; rank 0 creates)."""
-        p = local_path(path)
+        p = locations.local_path(path)
         if p is None:
             raise KdpcError(f"{path}: recording writes local stores only for now")
         if is_h5_path(p) and p.is_file():
@@ -219,6 +209,26 @@ class RecordWriter:
         arrays = self._prepare(int(block), start, stop, columns)
         self._backend.write_block(int(block), start, stop, arrays)
 
+    def write_encoded_block(self, block: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write one block of arrays already in this store's encoding (every per-record array, by its name in the
+        store, e.g. ``output/q``), as merge and convert do; then flag the block done."""
+        if self._finalized:
+            raise KdpcError(f"{self.path} is already complete")
+        start, stop = self.block_range(int(block))
+        if set(arrays) != set(self._record_specs):
+            raise ValueError(f"block {block}: arrays must be exactly {sorted(self._record_specs)}, got {sorted(arrays)}")
+        for name, values in arrays.items():
+            spec = self._record_specs[name]
+            if values.shape != (stop - start, *spec.tail) or str(values.dtype) != spec.dtype:
+                raise ValueError(f"block {block}: {name} must be {spec.dtype}{[stop - start, *spec.tail]}, got "
+                                 f"{values.dtype}{list(values.shape)}")
+        self._backend.write_block(int(block), start, stop, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
+
+    def discard(self) -> None:
+        """Close and delete the store this writer started (a merge or convert that failed midway)."""
+        self.close()
+        remove_store(self.path)
+
     def _prepare(self, block: int, start: int, stop: int, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         h = self._header
         n = stop - start
@@ -226,14 +236,13 @@ class RecordWriter:
         extra = [c for c in columns if c not in self._columns]
         if missing or extra:
             raise ValueError(f"block {block}: columns must be exactly {self._columns}; missing {missing}, unexpected {extra}")
-        records = np.arange(start, stop, dtype=np.int64)
         out: dict[str, np.ndarray] = {}
-        for name, expected in (("sample", records % h.num_samples), ("view", records // h.num_samples)):
+        for name, expected in zip(("sample", "view"), h.sample_view(np.arange(start, stop))):
             values = np.asarray(columns[name]).reshape(-1)
             if values.shape != (n,) or not np.array_equal(values, expected):
                 raise ValueError(
                     f"block {block}: column {name!r} must be the view-major ids of records [{start}, {stop}) "
-                    f"(record r = view r // {h.num_samples}, sample r % {h.num_samples})"
+                    f"({h.view_major_rule()})"
                 )
             out[name] = expected.astype(self._record_specs[name].dtype)
         for p in h.params:
@@ -255,11 +264,10 @@ class RecordWriter:
         bad = (np.isnan(lp).reshape(n, -1).any(axis=1) | np.isposinf(lp).reshape(n, -1).any(axis=1)
                | (~np.isfinite(lp).any(axis=-1)).reshape(n, -1).any(axis=1))
         if bad.any():
-            first = start + int(np.flatnonzero(bad)[0])
             raise KdpcError(
-                f"the teacher produced NaN/inf outputs for {int(bad.sum())} records of block {block} (first: record "
-                f"{first}, sample {first % h.num_samples}, view {first // h.num_samples}); nothing was written - check "
-                "the checkpoint and try without mixed precision"
+                f"the teacher produced NaN/inf outputs for {int(bad.sum())} records of block {block} (first: "
+                f"{h.describe_record(start + int(np.flatnonzero(bad)[0]))}); nothing was written - check the "
+                "checkpoint and try without mixed precision"
             )
         for name, values in self._codec.encode(lp).items():
             spec = self._record_specs[f"{OUTPUT_GROUP}/{name}"]
@@ -278,17 +286,17 @@ class RecordWriter:
                              f"got {feats.shape}")
         if not np.issubdtype(feats.dtype, np.floating):
             raise ValueError(f"block {block}: features must be floating point, got {feats.dtype}")
+        dtype = self._record_specs[FEATURES].dtype
         with np.errstate(over="ignore"):
-            f16 = feats.astype(np.float16)
-        bad = ~np.isfinite(f16).reshape(n, -1).all(axis=1)
+            stored = feats.astype(dtype)
+        bad = ~np.isfinite(stored).reshape(n, -1).all(axis=1)
         if bad.any():
-            first = start + int(np.flatnonzero(bad)[0])
             raise KdpcError(
-                f"the teacher produced NaN/inf (or float16-overflowing) features for {int(bad.sum())} records of block "
-                f"{block} (first: record {first}, sample {first % h.num_samples}, view {first // h.num_samples}); "
-                "nothing was written - check the checkpoint, or project the features (feature_projection)"
+                f"the teacher produced NaN/inf (or {dtype}-overflowing) features for {int(bad.sum())} records of block "
+                f"{block} (first: {h.describe_record(start + int(np.flatnonzero(bad)[0]))}); nothing was written - "
+                "check the checkpoint, or project the features (feature_projection)"
             )
-        return np.ascontiguousarray(f16)
+        return np.ascontiguousarray(stored)
 
     def finalize(self) -> str:
         """Check every block flag, then mark the store complete (zarr) / assemble ``OUT.h5`` (HDF5). Idempotent."""
@@ -297,8 +305,7 @@ class RecordWriter:
                 if parts_dir(self.path).exists():  # crashed after the rename, before cleaning up
                     shutil.rmtree(parts_dir(self.path), ignore_errors=True)
                 return str(self.path)
-            flags = self._backend.blocks_done()
-            done = int(flags.sum())
+            _complete, done, _flags = self._backend.completeness(self._header)
             if done != self.num_blocks:
                 raise KdpcError(
                     f"cannot finalize {self.path}: {done} of {self.num_blocks} blocks are done; record the rest with "
@@ -335,101 +342,3 @@ def _check_structure(backend: Backend, header: StoreHeader, path: Path) -> None:
                 f"{path}: array {spec.name!r} is {dtype}{list(shape)}, expected {spec.dtype}{list(spec.shape)}; "
                 "it is damaged - pass --overwrite to record it again"
             )
-
-
-# ------------------------------------------------------------------------------------ synthetic stores (tests/bench)
-def block_columns(header: StoreHeader, block: int, logprobs: np.ndarray,
-                  features: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The ``write_block`` columns of ``block``: view-major ids, ``draw_params(augment, run_seed, stream=view_stream)`` and the rows
-    ``logprobs[start:stop]`` of a full view-major ``[num_records, C]`` (partseg: ``[num_records, N, P]``) array, and
-    ``features[start:stop]`` for partseg stores with anchors."""
-    from ..augment import AugmentConfig, draw_params
-
-    start, stop = header.block_range(block)
-    records = np.arange(start, stop, dtype=np.int64)
-    samples, views = records % header.num_samples, records // header.num_samples
-    params = draw_params(AugmentConfig.from_dict(header.augment), header.run_seed, samples, views,
-                         stream=header.view_stream)
-    cols = {"sample": samples, "view": views, **params, "logprobs": np.asarray(logprobs)[start:stop]}
-    if FEATURES in column_names(header):
-        if features is None:
-            raise ValueError("this partseg store keeps anchor features: pass features [num_records, M, D]")
-        cols[FEATURES] = np.asarray(features)[start:stop]
-    return cols
-
-
-def write_synthetic_store(
-    path: str | os.PathLike,
-    num_samples: int = 64,
-    num_views: int = 3,
-    num_classes: int = 10,
-    *,
-    blocks: Any = None,
-    finalize: bool = True,
-    mode: str = "create",
-    seed: int = 0,
-    logprobs: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    **header_kwargs: Any,
-) -> tuple[StoreHeader, np.ndarray, np.ndarray]:
-    """Write a store from ``realistic_logprobs`` (no teacher needed): for tests, demos and benchmarks.
-
-    ``blocks``: which blocks to write, in that order (default all, ascending); ``finalize=False`` leaves it
-    incomplete. ``header_kwargs`` go to ``StoreHeader`` (codec, chunk_records, augment, run_seed, ...).
-    Returns ``(header, logprobs float32 [R, C] as given to the writer, labels [S])``.
-    """
-    from .codecs import realistic_logprobs
-
-    if logprobs is None:
-        logprobs, gen_labels = realistic_logprobs(num_samples, num_views, num_classes, seed=seed)
-        labels = gen_labels if labels is None else labels
-    header_kwargs.setdefault("class_names", [f"class{i}" for i in range(num_classes)])
-    header = StoreHeader(num_samples=num_samples, num_views=num_views, num_classes=num_classes, **header_kwargs)
-    with RecordWriter.open(path, header, mode=mode, labels=labels) as writer:
-        for b in writer.pending_blocks() if blocks is None else list(blocks):
-            writer.write_block(b, block_columns(writer.header, b, logprobs))
-        if finalize:
-            writer.finalize()
-        header = writer.header
-    return header, np.asarray(logprobs), np.asarray(labels) if labels is not None else np.full(num_samples, -1)
-
-
-def write_synthetic_seg_store(
-    path: str | os.PathLike,
-    num_samples: int = 16,
-    num_views: int = 2,
-    num_points: int = 64,
-    *,
-    num_anchors: int = 16,
-    feature_dim: int = 8,
-    blocks: Any = None,
-    finalize: bool = True,
-    mode: str = "create",
-    seed: int = 0,
-    logprobs: np.ndarray | None = None,
-    features: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    **header_kwargs: Any,
-) -> tuple[StoreHeader, np.ndarray, np.ndarray | None, np.ndarray]:
-    """A partseg store from ``realistic_seg_logprobs`` (50 ShapeNetPart-like parts; no teacher needed).
-
-    Returns ``(header, logprobs [R, N, P], features [R, M, D] or None, labels [S])`` as given to the writer."""
-    from .codecs import realistic_seg_logprobs
-
-    if logprobs is None:
-        logprobs, cats, gen_feats = realistic_seg_logprobs(num_samples, num_views, num_points, seed=seed,
-                                                           feature_dim=feature_dim, num_anchors=num_anchors)
-        labels = cats if labels is None else labels
-        features = gen_feats if features is None else features
-    num_classes = logprobs.shape[-1]
-    header_kwargs.setdefault("class_names", [f"part{i}" for i in range(num_classes)])
-    header = StoreHeader(task="partseg", num_samples=num_samples, num_views=num_views, num_classes=num_classes,
-                         num_points=num_points, num_anchors=num_anchors, feature_dim=feature_dim if num_anchors else 0,
-                         **header_kwargs)
-    with RecordWriter.open(path, header, mode=mode, labels=labels) as writer:
-        for b in writer.pending_blocks() if blocks is None else list(blocks):
-            writer.write_block(b, block_columns(writer.header, b, logprobs, features))
-        if finalize:
-            writer.finalize()
-        header = writer.header
-    return header, np.asarray(logprobs), features, np.asarray(labels) if labels is not None else np.full(num_samples, -1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -19,16 +18,9 @@ from .backends import Backend, StoreCorruptError, open_store, read_header
 from .schema import FEATURES, LABELS, OUTPUT_GROUP, StoreHeader, param_names, record_array_specs
 
 
-def completeness(backend: Backend, header: StoreHeader) -> tuple[bool, int, np.ndarray]:
-    """``(complete, blocks_done, flags)``: complete means the ``complete`` attribute is true AND every flag is 1."""
-    flags = np.asarray(backend.blocks_done(), dtype=np.uint8)
-    done = int((flags == 1).sum())
-    return bool(backend.complete_attr()) and done == header.num_blocks and flags.shape == (header.num_blocks,), done, flags
-
-
 def corrupt_error(location: str, exc: StoreCorruptError) -> KdpcError:
     return KdpcError(
-        f"record store {location} is damaged: {exc}; run `kdpc verify {location}` to list all damage, then restore "
+        f"record store {location} is damaged: {exc}; run `kdpc records verify {location}` to list all damage, then restore "
         "the store from a copy or record it again"
     )
 
@@ -45,7 +37,7 @@ class RecordReader:
         self.header: StoreHeader = read_header(self._backend)
         h = self.header
         self.codec = h.codec_obj()
-        self.complete, done, flags = completeness(self._backend, h)
+        self.complete, done, flags = self._backend.completeness(h)
         self._flags = flags
         if require_complete and not self.complete:
             raise KdpcError(
@@ -134,10 +126,10 @@ class RecordReader:
 
     def _load_view(self, v: int) -> None:
         h = self.header
-        start, stop = v * h.num_samples, (v + 1) * h.num_samples
+        start, stop = h.view_range(v)
         c = h.chunk_records
         blocks = range(start // c, (stop - 1) // c + 1)
-        required = [b for b in blocks if self._flags[b] == 1]
+        required = [b for b in blocks if self._flags[b] == 1]  # unfinished blocks of a store in progress read as 0
         encoded: dict[str, np.ndarray] = {}
         try:
             for spec in self._specs:
@@ -204,7 +196,7 @@ class RecordReader:
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_records):  # no silent wrap-around
             raise IndexError(f"record index out of range [0, {self.num_records})")
         if not self._all_loaded:
-            views = np.unique(idx // self.num_samples)
+            views = np.unique(self.header.sample_view(idx)[1])
             need = views[~self._loaded[views]]
             if need.size:
                 self._load_views(need)
@@ -237,40 +229,3 @@ class RecordReader:
     def __repr__(self) -> str:
         h = self.header
         return f"RecordReader({self.location!r}, {h.num_samples} samples x {h.num_views} views, codec={h.codec})"
-
-
-def reader_throughput(path: Any, batch_size: int = 64, seconds: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """Records/s served by ``get`` for random batches (after ``load_all``), plus the load time. For bench scripts."""
-    t0 = time.perf_counter()
-    reader = RecordReader(path)
-    reader.load_all()
-    load_s = time.perf_counter() - t0
-    rng = np.random.default_rng(seed)
-    batches = rng.integers(0, reader.num_records, size=(4096, batch_size))
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        for b in batches:
-            reader.get(b)
-        n += len(batches)
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds:
-            break
-    return {"records_per_s": n * batch_size / elapsed, "batches_per_s": n / elapsed, "load_s": load_s,
-            "records": float(reader.num_records)}
-
-
-def store_contents(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Everything a store holds, for comparing two stores: the header (without ``created``, which is the only
-    field two identical recordings differ in) and every array, as stored (encoded), from either backend."""
-    from .schema import array_specs
-
-    backend = open_store(path)
-    try:
-        header = read_header(backend)
-        arrays = {spec.name: backend.read(spec.name) for spec in array_specs(header) if backend.has_array(spec.name)}
-        described = header.to_dict()
-        described.pop("created", None)
-        return described, arrays
-    finally:
-        backend.close()

@@ -16,12 +16,11 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from .progress import progress
-
-from .distributed import World, all_reduce_sum, barrier, broadcast_object, decorrelate_rng, gather_objects
-from .engine import autocast, rng_state, set_rng_state
-from .checkpoint import update_checkpoint_metrics
-from .errors import KdpcError
+from ..checkpoint import update_checkpoint_metrics
+from ..distributed import World, all_reduce_sum, barrier, broadcast_object, decorrelate_rng, gather_objects
+from ..errors import KdpcError
+from ..progress import progress
+from .runtime import autocast, rng_state, set_rng_state
 
 StepFn = Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 

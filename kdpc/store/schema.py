@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..augment import VIEW_STREAMS, AugmentConfig, ParamSpec, param_specs
 from ..errors import KdpcError
-from .codecs import DEFAULT_CODEC, DEFAULT_SEG_CODEC, Codec, PointCodec, get_codec, get_point_codec
+from .codecs import Codec, PointCodec, default_codec, get_codec, get_point_codec
 
 SCHEMA_VERSION = 2  # 2: views drawn from the "record" stream (kdpc.augment.VIEW_STREAMS), named in view_stream
 TASKS = ("cls", "partseg")  # partseg: per-point outputs (a point axis after the record axis) + anchor features
@@ -36,6 +36,18 @@ LABELS = "labels"
 RESERVED_NAMES = frozenset({"sample", "view", LABELS, BLOCKS_DONE, OUTPUT_GROUP, "logprobs", FEATURES, "anchors"})
 HEADER_ATTR = "kdpc"
 COMPLETE_ATTR = "complete"
+
+
+# The view-major rule, stated once: record r holds view r // num_samples of sample r % num_samples.
+def record_index(sample: Any, view: Any, num_samples: int) -> np.ndarray:
+    """Record ids of ``(sample, view)`` pairs in a store of ``num_samples`` samples (broadcast, int64)."""
+    return np.asarray(view, dtype=np.int64) * num_samples + np.asarray(sample, dtype=np.int64)
+
+
+def sample_view(records: Any, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sample, view)`` int64 of record ids in a store of ``num_samples`` samples (the view-major rule)."""
+    r = np.asarray(records, dtype=np.int64)
+    return r % num_samples, r // num_samples
 
 
 def utc_now() -> str:
@@ -93,7 +105,7 @@ class StoreHeader:
     num_views: int
     num_classes: int
     class_names: list[str] = field(default_factory=list)
-    codec: str = ""  # "" -> the task's default: DEFAULT_CODEC (cls) or DEFAULT_SEG_CODEC (partseg)
+    codec: str = ""  # "" -> the task's default (codecs.default_codec)
     chunk_records: int = 0  # 0 -> the task's default: 4096 (cls) or 64 (partseg)
     params: list[ParamSpec] = field(default_factory=list)  # empty -> param_specs(AugmentConfig.from_dict(augment))
     augment: dict = field(default_factory=dict)
@@ -116,7 +128,7 @@ class StoreHeader:
 
     def __post_init__(self) -> None:
         if not self.codec:
-            self.codec = DEFAULT_SEG_CODEC if self.task == "partseg" else DEFAULT_CODEC
+            self.codec = default_codec(self.task)
         if not self.chunk_records and not isinstance(self.chunk_records, bool):
             self.chunk_records = DEFAULT_SEG_CHUNK_RECORDS if self.task == "partseg" else DEFAULT_CHUNK_RECORDS
         self.feature_projection = dict(self.feature_projection or {})
@@ -209,12 +221,22 @@ class StoreHeader:
         s, v = np.broadcast_arrays(np.asarray(sample, dtype=np.int64), np.asarray(view, dtype=np.int64))
         if s.size and (s.min() < 0 or s.max() >= self.num_samples or v.min() < 0 or v.max() >= self.num_views):
             raise IndexError(f"(sample, view) out of range: {self.num_samples} samples x {self.num_views} views")
-        return v * self.num_samples + s
+        return record_index(s, v, self.num_samples)
 
     def sample_view(self, records: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(sample, view)`` of record ids, by the view-major rule."""
-        r = np.asarray(records, dtype=np.int64)
-        return r % self.num_samples, r // self.num_samples
+        return sample_view(records, self.num_samples)
+
+    def view_range(self, view: int) -> tuple[int, int]:
+        """The records ``[start, stop)`` of one view: every sample, in sample order."""
+        return view * self.num_samples, (view + 1) * self.num_samples
+
+    def view_major_rule(self) -> str:
+        return f"record r = view r // {self.num_samples}, sample r % {self.num_samples}"
+
+    def describe_record(self, record: int) -> str:
+        sample, view = self.sample_view(record)
+        return f"record {int(record)}, sample {int(sample)}, view {int(view)}"
 
     # ------------------------------------------------------------------------------------------------ json
     def to_dict(self) -> dict[str, Any]:

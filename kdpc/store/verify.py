@@ -196,11 +196,11 @@ def _check_block(backend: Backend, header: StoreHeader, b: int, specs: list[Arra
             col.problem("chunk", f"array {spec.name!r} chunk {b} (records {start}-{stop - 1}) is corrupt ({exc.cause})")
             col.report.bad_chunks += 1
     records = np.arange(start, stop, dtype=np.int64)
-    for name, expected in (("sample", records % header.num_samples), ("view", records // header.num_samples)):
+    for name, expected in zip(("sample", "view"), header.sample_view(records)):
         if name in data and not np.array_equal(data[name].astype(np.int64), expected):
             bad = int((data[name].astype(np.int64) != expected).sum())
-            col.problem("order", f"block {b}: {bad} {name!r} ids break the view-major order (record r = view r // "
-                        f"{header.num_samples}, sample r % {header.num_samples})")
+            col.problem("order", f"block {b}: {bad} {name!r} ids break the view-major order "
+                        f"({header.view_major_rule()})")
     _check_params(header, b, data, cfg, col)
     prefix = OUTPUT_GROUP + "/"
     out = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
@@ -210,8 +210,8 @@ def _check_block(backend: Backend, header: StoreHeader, b: int, specs: list[Arra
         bad = ~np.isfinite(data[FEATURES]).reshape(len(data[FEATURES]), -1).all(axis=1)
         if bad.any():
             first = start + int(np.flatnonzero(bad)[0])
-            col.problem("nonfinite", f"block {b}: {FEATURES!r} has NaN/inf in {int(bad.sum())} records (first: record "
-                        f"{first}, sample {first % header.num_samples}, view {first // header.num_samples})")
+            col.problem("nonfinite", f"block {b}: {FEATURES!r} has NaN/inf in {int(bad.sum())} records (first: "
+                        f"{header.describe_record(first)})")
             col.report.nonfinite_records += int(bad.sum())
 
 
@@ -247,8 +247,7 @@ def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg:
     start, stop = header.block_range(b)
     records = np.arange(start, stop, dtype=np.int64)
     try:
-        expected = draw_params(cfg, header.run_seed, records % header.num_samples, records // header.num_samples,
-                               stream=header.view_stream)
+        expected = draw_params(cfg, header.run_seed, *header.sample_view(records), stream=header.view_stream)
     except Exception:  # noqa: BLE001 - a replay rule this kdpc does not know; the range checks above still ran
         return
     differ = [name for name, arr in expected.items() if name in data and not np.array_equal(
@@ -259,20 +258,17 @@ def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg:
 
 
 def _check_output(header: StoreHeader, b: int, start: int, out: dict[str, np.ndarray], codec: Any, col: _Collector) -> None:
-    if "topk_index" in out:
-        idx = out["topk_index"].astype(np.int64)
-        if idx.size and (idx.max() >= header.num_classes):
-            col.problem("output", f"block {b}: top-k class indices >= {header.num_classes}")
-            return
-        srt = np.sort(idx, axis=-1)  # per record (cls) or per point (partseg)
-        if idx.shape[-1] > 1 and (srt[..., 1:] == srt[..., :-1]).any():
-            col.problem("output", f"block {b}: top-k class indices repeat within a record")
+    problems = codec.problems(out, header.num_classes)
+    for text in problems:
+        col.problem("output", f"block {b}: {text}")
+    if problems:  # e.g. class indices out of range: decoding would fail
+        return
     for name, arr in out.items():
         if np.issubdtype(arr.dtype, np.floating) and (np.isnan(arr).any() or np.isposinf(arr).any()):
             rows = np.isnan(arr).reshape(len(arr), -1).any(1) | np.isposinf(arr).reshape(len(arr), -1).any(1)
             first = start + int(np.flatnonzero(rows)[0])
             col.problem("nonfinite", f"block {b}: output {name!r} has NaN/+inf in {int(rows.sum())} records "
-                        f"(first: record {first}, sample {first % header.num_samples}, view {first // header.num_samples})")
+                        f"(first: {header.describe_record(first)})")
             col.report.nonfinite_records += int(rows.sum())
             return
     with np.errstate(all="ignore"):
@@ -283,5 +279,5 @@ def _check_output(header: StoreHeader, b: int, start: int, out: dict[str, np.nda
     if rows.any():
         first = start + int(np.flatnonzero(rows)[0])
         col.problem("nonfinite", f"block {b}: decoded teacher output is NaN/inf in {int(rows.sum())} records (first: "
-                    f"record {first}, sample {first % header.num_samples}, view {first // header.num_samples})")
+                    f"{header.describe_record(first)})")
         col.report.nonfinite_records += int(rows.sum())

@@ -1,0 +1,29 @@
+"""Opening the stores that sharing reads: complete ones only, read with every chunk present."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import KdpcError
+from ..backends import Backend, open_store, read_header
+from ..reader import corrupt_error
+from ..backends import StoreCorruptError
+from ..schema import StoreHeader
+
+
+def open_complete(path: Any, what: str = "source") -> tuple[Backend, StoreHeader]:
+    backend = open_store(path, "r")
+    header = read_header(backend)
+    complete, done, _flags = backend.completeness(header)
+    if not complete:
+        raise KdpcError(f"{what} {backend.location} is incomplete ({done} of {header.num_blocks} blocks done); only "
+                        "complete stores can be shared - finish it with `kdpc record --resume`")
+    return backend, header
+
+
+def read_rows(backend: Backend, name: str, start: int, stop: int):
+    """Rows ``[start, stop)`` of an array, refusing missing chunk objects (zarr would return zeros)."""
+    try:
+        return backend.read_present(name, start, stop)
+    except StoreCorruptError as exc:
+        raise corrupt_error(backend.location, exc) from None

@@ -1,0 +1,1 @@
+"""Fixtures for tests and benchmarks: synthetic teachers and stores. Not public API."""

@@ -1,0 +1,78 @@
+"""Scoring a model: overall / mean-class accuracy (instance / class mIoU for part segmentation) on a split's
+deterministic evaluation views, and ``kdpc eval``."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..checkpoint import dataset_for_checkpoint, load_checkpoint
+from ..metrics import classification_metrics, part_seg_metrics
+from ..models import model_forward, unwrap_model
+from .data import EvalViews
+from .runtime import autocast, resolve_device
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool = True) -> Iterator[tuple[dict, torch.Tensor]]:
+    model.eval()
+    for batch in loader:
+        points = batch["points"].to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model_forward(model, points, batch["label"].to(device))
+        yield batch, logits.float()
+
+
+def evaluate(model: torch.nn.Module, dataset: Any, device: torch.device, batch_size: int = 64, workers: int = 0) -> dict[str, float]:
+    model = unwrap_model(model)  # never through DDP: evaluation runs on one rank, with no gradient sync
+    loader = DataLoader(EvalViews(dataset), batch_size=batch_size, shuffle=False, num_workers=workers)
+    preds, targets, cats = [], [], []
+    task = getattr(model, "task", "cls")
+    part_mask = None
+    if task == "partseg":
+        part_mask = category_part_mask(dataset.category_parts, dataset.num_classes, model.num_classes).to(device)
+    for batch, logits in predict(model, loader, device):
+        if task == "partseg":
+            # ShapeNetPart protocol: the prediction is restricted to the parts of the known object category.
+            allowed = part_mask[batch["label"].to(device)]  # [B, P]
+            logits = logits.masked_fill(~allowed[:, None, :], float("-inf"))
+            targets.append(batch["parts"].numpy())
+            cats.append(batch["label"].numpy())
+        else:
+            targets.append(batch["label"].numpy())
+        preds.append(logits.argmax(-1).cpu().numpy())
+    pred = np.concatenate(preds)
+    if task == "partseg":
+        return part_seg_metrics(pred, np.concatenate(targets), np.concatenate(cats), dataset.category_parts)
+    return classification_metrics(pred, np.concatenate(targets), dataset.num_classes)
+
+
+def evaluate_file(path: Any, dataset: Any, device: torch.device, batch_size: int = 64) -> dict[str, float]:
+    """``evaluate`` on the model saved in checkpoint ``path``."""
+    return evaluate(load_checkpoint(path).build_model(device), dataset, device, batch_size=batch_size)
+
+
+def category_part_mask(category_parts: dict[int, list[int]], num_categories: int, num_parts: int) -> torch.Tensor:
+    mask = torch.zeros(num_categories, num_parts, dtype=torch.bool)
+    for cat, parts in category_parts.items():
+        mask[int(cat), list(parts)] = True
+    return mask
+
+
+def primary_metric(task: str) -> str:
+    return "inst_miou" if task == "partseg" else "oa"
+
+
+
+def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None, split: str = "test",
+                        batch_size: int = 64, device: str = "auto") -> dict[str, Any]:
+    ckpt = load_checkpoint(path)
+    data = dataset_for_checkpoint(ckpt, dataset, data_root, split)
+    dev = resolve_device(device)
+    model = ckpt.build_model(dev)
+    metrics = evaluate(model, data, dev, batch_size=batch_size)
+    return {**metrics, "model": ckpt.arch, "params": ckpt.num_params, "dataset": data.name, "split": split,
+            "num_samples": len(data), "checkpoint": str(path)}
