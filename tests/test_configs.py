@@ -33,3 +33,8 @@ def test_distill_yaml_states_the_real_defaults():
     defaults = DistillConfig(records="x")
     for key in ("temperature", "kd_weight", "nwsd_weight", "nwsd_source", "nwsd_max_kl", "lr", "batch_size", "student"):
         assert data[key] == getattr(defaults, key), key
+    for key, value in data.items():  # every other key it writes out is the default too (records/out: examples)
+        if key not in ("records", "out"):
+            default = getattr(defaults, key)
+            assert (value == default if key != "point_augment" else PointAugmentConfig.from_dict(value).to_dict()
+                    == PointAugmentConfig.from_dict(default).to_dict()), key

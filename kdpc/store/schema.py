@@ -335,3 +335,46 @@ def column_names(header: StoreHeader) -> list[str]:
     if header.task == "partseg" and header.num_anchors:
         cols.append(FEATURES)
     return cols
+
+
+# ---------------------------------------------------------------------------------------------- the doc's table
+ARRAY_DOCS = {
+    "sample": "`r % S`",
+    "view": "`r // S`",
+    "seed": "point-subset seed of the view",
+    "scale": "anisotropic scale",
+    "translate": "translation",
+    "rotation": "axis-angle vector, radians (only if augment `rotation != \"none\"`)",
+    OUTPUT_GROUP: "teacher output, arrays per codec (section 4)",
+    FEATURES: "teacher features at the view's anchors (only `partseg` with `num_anchors > 0`; section 8)",
+    LABELS: "ground-truth label per *sample* (`-1` = unknown; int32 if `C > 32767`); the object category for "
+            "`partseg`",
+    BLOCKS_DONE: "1 when block `b` is fully written, else 0",
+}
+
+
+def array_table() -> str:
+    """The layout table of docs/record-format.md section 2, generated from ``array_specs`` (a test keeps the doc
+    equal to it): every array of a classification store with rotation, plus a partseg store's features."""
+    from ..augment import AugmentConfig
+
+    s, v, c, chunk, m, d = 11, 2, 13, 4, 9, 7  # distinct sizes, so each maps back to its symbol
+    cls = StoreHeader(num_samples=s, num_views=v, num_classes=c, chunk_records=chunk,
+                      augment=AugmentConfig(rotation="up").to_dict())
+    seg = StoreHeader(task="partseg", num_samples=s, num_views=v, num_classes=c, chunk_records=chunk, num_points=17,
+                      num_anchors=m, feature_dim=d)
+    symbols = {cls.num_records: "R", s: "S", chunk: "chunk_records", c: "C", m: "M", d: "D", cls.num_blocks: "n_blocks"}
+    rows = ["| array | dtype | shape | chunks | content |", "|---|---|---|---|---|"]
+    specs = [spec for spec in array_specs(cls) if not spec.name.startswith(OUTPUT_GROUP + "/")]
+    specs.insert(len(cls.params) + 2, ArraySpec(f"{OUTPUT_GROUP}/...", (cls.num_records,), "per codec",
+                                                (chunk,), ("record",), "record"))
+    specs.insert(len(cls.params) + 3, next(x for x in array_specs(seg) if x.name == FEATURES))
+
+    def dims(shape: tuple[int, ...], name: str) -> str:
+        return "`[" + ", ".join(symbols.get(n, str(n)) for n in shape) + (", ...]`" if name.endswith("...") else "]`")
+
+    for spec in specs:
+        chunks = "`[min(S, 2^20)]`" if spec.name == LABELS else dims(spec.chunks, spec.name)
+        rows.append(f"| `{spec.name}` | {spec.dtype} | {dims(spec.shape, spec.name)} | {chunks} "
+                    f"| {ARRAY_DOCS[spec.name.split('/')[0]]} |")
+    return "\n".join(rows)
