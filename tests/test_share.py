@@ -22,7 +22,7 @@ from kdpc.testing.stores import write_synthetic_store
 from kdpc.store.backends import open_store, read_header
 from kdpc.testing.teachers import realistic_logprobs
 from kdpc.store.info import format_info
-from kdpc.store.schema import array_specs
+from kdpc.store.schema import array_specs, header_checksum
 from kdpc.store.share import convert_store, copy_store, merge_stores, pack_store
 
 S, V, C, CHUNK = 30, 3, 6, 20  # 90 records, 5 blocks
@@ -370,5 +370,6 @@ def _with_teacher(src: Path, dst: Path, sha: str) -> Path:
     g = zarr.open_group(str(dst), mode="r+")
     header = dict(g.attrs["kdpc"])
     header["teacher"] = {**header.get("teacher", {}), "sha256": sha}
+    header["checksum"] = header_checksum(header)  # a store written that way, not a damaged one
     g.update_attributes({"kdpc": header})
     return dst

@@ -194,6 +194,7 @@ def test_resume_rewrites_unflagged_blocks(tmp_path, suffix):
     for b in w.pending_blocks():
         w.write_block(b, block_columns(w.header, b, lp))
     w.finalize()
+    w.close()
     ref = tmp_path / f"ref{suffix}"
     synth(ref, logprobs=lp, labels=labels)
     for k, v in RecordReader(ref).load_all().items():

@@ -1,6 +1,7 @@
 """The store format does not drift: tiny stores written with fixed inputs (zarr and HDF5, classification and
 segmentation) hold exactly the arrays and attributes recorded here. The digests were taken from the code before
-the record-store refactor (issue 13); a change to them is a change of the format and needs a schema version."""
+the record-store refactor (issue 13), which left them unchanged, and retaken when schema version 3 added the
+header checksum and generation id; a change to them is a change of the format and needs a schema version."""
 
 import hashlib
 import json
@@ -10,14 +11,14 @@ import numpy as np
 import pytest
 import zarr
 
-from kdpc.store import RecordWriter, StoreHeader
+from kdpc.store import RecordReader, RecordWriter, StoreHeader
 from kdpc.testing.stores import block_columns
 
 EXPECTED = {
-    ("cls", "zarr"): "723e3e4e18cca45a92cc2b7796b16192c3955416074691f366bf8c028b50227f",
-    ("cls", "h5"): "9b8edd36662b1b352fc142b5e1104635ab8c13f333271571aca43784c2643adb",
-    ("partseg", "zarr"): "bf43d792e7db7d2b5b25328e6c20ee3c86cfc8911a081cf71b4c66943b9dae47",
-    ("partseg", "h5"): "267422640092cc935a174ce00fd6b94bba91bcb136fbb227da58be1c9f5ad984",
+    ("cls", "zarr"): "17da91bddbf43db0e6d952f5dfaf65ff6c91c3e9214a1c7adecf67a34c555bbf",
+    ("cls", "h5"): "d88181234df44763d64cbe06c23a102d300eb8087156e18282c2bb7a7ae1d317",
+    ("partseg", "zarr"): "336c37ae30462e1526fccccbd71ea2e99186165385734084737ad66520ec8fa8",
+    ("partseg", "h5"): "3f8b648e433b1a817b8c3304bb622dcc4c8a851c3bf73ac96a7e0b9c792cd78b",
 }
 
 
@@ -32,13 +33,15 @@ def _write(path, task: str) -> None:
     if task == "cls":
         header = StoreHeader(num_samples=23, num_views=3, num_classes=7, class_names=[f"c{i}" for i in range(7)],
                              chunk_records=16, run_seed=5, augment={"rotation": "up"}, created="2026-01-01T00:00:00Z",
+                             generation="0" * 32,
                              teacher={"arch": "toy", "sha256": "0" * 64}, dataset={"name": "toy", "num_samples": 23})
         logprobs, features = _logits((69, 7), 1), None
         labels = np.arange(23) % 7
     else:
         header = StoreHeader(task="partseg", num_samples=5, num_views=2, num_classes=6, num_points=12, num_anchors=4,
                              feature_dim=3, class_names=[f"p{i}" for i in range(6)], chunk_records=4, run_seed=9,
-                             created="2026-01-01T00:00:00Z", teacher={"arch": "toy-seg", "sha256": "1" * 64},
+                             created="2026-01-01T00:00:00Z", generation="1" * 32,
+                             teacher={"arch": "toy-seg", "sha256": "1" * 64},
                              dataset={"name": "toy-parts", "num_samples": 5})
         logprobs = _logits((10, 12, 6), 2)
         features = (np.random.default_rng(3).integers(-512, 512, size=(10, 4, 3)) / 64.0).astype(np.float32)
@@ -54,6 +57,7 @@ def _canonical_attrs(attrs: dict) -> dict:
     if "kdpc" in attrs:
         header = json.loads(attrs["kdpc"]) if isinstance(attrs["kdpc"], str) else attrs["kdpc"]
         header.pop("kdpc_version", None)  # the version string, not the format
+        header.pop("checksum", None)  # covers the version string too; that it holds is tested on its own
         attrs["kdpc"] = header
     return attrs
 
@@ -93,3 +97,4 @@ def test_tiny_store_arrays_and_attributes_match_the_recorded_digests(tmp_path, t
     path = tmp_path / f"s.{'zarr' if backend == 'zarr' else 'h5'}"
     _write(path, task)
     assert store_digest(path) == EXPECTED[(task, backend)]
+    assert RecordReader(str(path)).header.generation == ("0" if task == "cls" else "1") * 32  # checksum holds

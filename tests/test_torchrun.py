@@ -89,7 +89,8 @@ def reference_store(teacher, work) -> Path:
 
 # ------------------------------------------------------------------------------------------------ comparing
 def store_contents(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Every array and the header (minus `created`) of a zarr or HDF5 store."""
+    """Every array and the header (minus what identifies one recording: `created`, `generation` and the checksum
+    over them) of a zarr or HDF5 store."""
     arrays: dict[str, np.ndarray] = {}
     if path.suffix == ".h5":
         with h5py.File(path, "r") as f:
@@ -108,7 +109,8 @@ def store_contents(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         visit(group)
         header = dict(group.attrs["kdpc"])
         complete = bool(group.attrs["complete"])
-    header.pop("created")
+    for key in ("created", "generation", "checksum"):
+        header.pop(key)
     return arrays, {"header": header, "complete": complete}
 
 

@@ -65,7 +65,9 @@ def records_verify_cmd(path, teacher, num_check, data_root, device, as_json) -> 
 @records_group.command("copy")
 @click.argument("src")
 @click.argument("dst")
-def copy_cmd(src: str, dst: str) -> None:
+@click.option("--break-lease", is_flag=True, help="Write even though another process holds the store's writer lease "
+              "(only when that process is gone).")
+def copy_cmd(src: str, dst: str, break_lease: bool) -> None:
     """Copy a store: folder, .zarr.zip or URL (s3://, gs://, https://, file://) to a folder or a bucket URL.
 
     Resumable: run it again after an interruption and it skips the objects already at DST (compared by size and
@@ -74,7 +76,7 @@ def copy_cmd(src: str, dst: str) -> None:
     """
     from ..store.share import copy_store
 
-    click.echo(copy_store(src, dst).summary())
+    click.echo(copy_store(src, dst, break_lease=break_lease).summary())
 
 
 @records_group.command("pack")
@@ -91,11 +93,13 @@ def pack_cmd(src: str, out: str, overwrite: bool) -> None:
 @records_group.command("unpack")
 @click.argument("pack")
 @click.argument("dst")
-def unpack_cmd(pack: str, dst: str) -> None:
+@click.option("--break-lease", is_flag=True, help="Write even though another process holds the store's writer lease "
+              "(only when that process is gone).")
+def unpack_cmd(pack: str, dst: str, break_lease: bool) -> None:
     """Unpack a .zarr.zip into a folder (or a bucket URL); resumable like copy."""
     from ..store.share import unpack_store
 
-    click.echo(unpack_store(pack, dst).summary())
+    click.echo(unpack_store(pack, dst, break_lease=break_lease).summary())
 
 
 @records_group.command("merge")
@@ -104,21 +108,27 @@ def unpack_cmd(pack: str, dst: str) -> None:
 @click.option("--weights", default=None, help="Ensemble only: one weight per store, e.g. 0.7,0.3 (default equal).")
 @click.option("--codec", default=None, help="Ensemble only: output codec (default: the first store's).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def merge_cmd(stores: tuple[str, ...], out: str, weights: str | None, codec: str | None, overwrite: bool) -> None:
+@click.option("--break-lease", is_flag=True, help="Write even though another process holds the store's writer lease "
+              "(only when that process is gone).")
+def merge_cmd(stores: tuple[str, ...], out: str, weights: str | None, codec: str | None, overwrite: bool,
+              break_lease: bool) -> None:
     """Merge stores of the same data: one teacher -> all their views in one store; different teachers on the
     same views -> an ensemble (weighted mean of the teachers' probabilities)."""
     from ..store.share import merge_stores
 
-    click.echo(merge_stores(list(stores), out, weights=weights, codec=codec, overwrite=overwrite).summary())
+    click.echo(merge_stores(list(stores), out, weights=weights, codec=codec, overwrite=overwrite,
+                            break_lease=break_lease).summary())
 
 
 @records_group.command("convert")
 @click.argument("src")
 @click.argument("dst")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
-def convert_cmd(src: str, dst: str, overwrite: bool) -> None:
+@click.option("--break-lease", is_flag=True, help="Write even though another process holds the store's writer lease "
+              "(only when that process is gone).")
+def convert_cmd(src: str, dst: str, overwrite: bool, break_lease: bool) -> None:
     """Convert zarr <-> HDF5 (by DST's suffix: *.h5 / *.hdf5, else a zarr folder); same header and arrays."""
     from ..store.share import convert_store
 
-    path = convert_store(src, dst, overwrite=overwrite)
+    path = convert_store(src, dst, overwrite=overwrite, break_lease=break_lease)
     click.echo(f"{src} -> {path}")

@@ -52,6 +52,7 @@ class RecordConfig:
     feature_dim: int | None = None  # segmentation: width of the stored (projected) features
     resume: bool = False
     overwrite: bool = False
+    break_lease: bool = False  # take the store's writer lease even though another process holds it
 
 
 @dataclass
@@ -132,7 +133,8 @@ def _record(cfg: RecordConfig, device: torch.device, world: World, log, show_pro
 
     def open_store():
         nonlocal writer
-        writer = RecordWriter.open(out, header, mode=mode, labels=dataset.labels)
+        writer = RecordWriter.open(out, header, mode=mode, labels=dataset.labels, command="kdpc record",
+                                   break_lease=cfg.break_lease)
         return writer.pending_blocks()
 
     try:

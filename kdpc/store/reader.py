@@ -36,14 +36,13 @@ class RecordReader:
         self.location = self._backend.location
         self.header: StoreHeader = read_header(self._backend)
         h = self.header
+        self._backend.check_structure(h)  # before allocating anything from the header's sizes
         self.codec = h.codec_obj()
         self.complete, done, flags = self._backend.completeness(h)
         self._flags = flags
         if require_complete and not self.complete:
-            raise KdpcError(
-                f"record store {self.location} is incomplete ({done} of {h.num_blocks} blocks done); finish it with "
-                "`kdpc record --resume`"
-            )
+            raise KdpcError(f"record store {self.location} is incomplete ({done} of {h.num_blocks} blocks done); "
+                            f"{self._backend.how_to_finish()}")
         self._specs = record_array_specs(h)
         self._params = param_names(h)
         try:
@@ -122,7 +121,18 @@ class RecordReader:
                 if not self._loaded[v]:
                     self._load_view(int(v))
                     self._loaded[v] = True
+            self._check_same_store()
             self._all_loaded = bool(self._loaded.all())
+
+    def _check_same_store(self) -> None:
+        """Refuse data from a store that was replaced (overwritten, re-recorded) after this reader opened it."""
+        try:
+            now = read_header(open_store(self.path, "r")).generation
+        except KdpcError as exc:
+            raise KdpcError(f"record store {self.location} changed while it was being read ({exc})") from None
+        if now != self.header.generation:
+            raise KdpcError(f"record store {self.location} was replaced while it was being read (generation "
+                            f"{self.header.generation[:8]} -> {now[:8]}); start again to read the new one")
 
     def _load_view(self, v: int) -> None:
         h = self.header

@@ -8,8 +8,10 @@ of writing, resuming and completeness (``blocks_done[b] == 1``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import PurePath
@@ -19,10 +21,12 @@ import numpy as np
 
 from .. import __version__
 from ..augment import VIEW_STREAMS, AugmentConfig, ParamSpec, param_specs
-from ..errors import KdpcError
+from ..errors import KdpcError, exception_line
 from .codecs import Codec, PointCodec, default_codec, get_codec, get_point_codec
 
-SCHEMA_VERSION = 2  # 2: views drawn from the "record" stream (kdpc.augment.VIEW_STREAMS), named in view_stream
+# 2: views drawn from the "record" stream (kdpc.augment.VIEW_STREAMS), named in view_stream
+# 3: the header carries a checksum over its canonical content and a generation id
+SCHEMA_VERSION = 3
 TASKS = ("cls", "partseg")  # partseg: per-point outputs (a point axis after the record axis) + anchor features
 DEFAULT_CHUNK_RECORDS = 4096
 DEFAULT_SEG_CHUNK_RECORDS = 64  # a partseg record is ~10-20 kB, so blocks of 64 views are ~1 MB
@@ -35,7 +39,9 @@ BLOCKS_DONE = "blocks_done"
 LABELS = "labels"
 RESERVED_NAMES = frozenset({"sample", "view", LABELS, BLOCKS_DONE, OUTPUT_GROUP, "logprobs", FEATURES, "anchors"})
 HEADER_ATTR = "kdpc"
+CHECKSUM = "checksum"  # header key: {"sha256": digest of the rest, "fields": {key: 12-hex digest of its value}}
 COMPLETE_ATTR = "complete"
+COPYING_ATTR = "copying"  # root attribute of a store that `kdpc records copy` has not finished
 
 
 # The view-major rule, stated once: record r holds view r // num_samples of sample r % num_samples.
@@ -118,6 +124,8 @@ class StoreHeader:
     schema_version: int = SCHEMA_VERSION
     kdpc_version: str = __version__
     created: str = field(default_factory=utc_now)
+    generation: str = field(default_factory=lambda: uuid.uuid4().hex)  # new for every store written; readers
+    # notice a store replaced under them by it
     extra: dict = field(default_factory=dict)
     # partseg only (absent from cls headers): teacher features at `num_anchors` points per view
     # (kdpc.augment.anchor_indices), `feature_dim` wide after the optional fixed random projection
@@ -240,6 +248,7 @@ class StoreHeader:
 
     # ------------------------------------------------------------------------------------------------ json
     def to_dict(self) -> dict[str, Any]:
+        """The header as stored: every field as plain JSON, plus its checksum."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -249,10 +258,14 @@ class StoreHeader:
         if self.task != "partseg":  # cls headers stay exactly as before partseg existed
             for name in SEG_FIELDS:
                 out.pop(name, None)
-        return json.loads(json.dumps(out))  # normalised: what a store round-trip gives back
+        out = json.loads(json.dumps(out))  # normalised: what a store round-trip gives back
+        out[CHECKSUM] = header_checksum(out)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "StoreHeader":
+        """Parse and check a stored header: schema version, checksum (naming the fields that changed), then every
+        field's type and value."""
         if not isinstance(data, Mapping):
             raise KdpcError("record store header is not a JSON object; the store is damaged or not a kdpc store")
         version = data.get("schema_version")
@@ -261,6 +274,11 @@ class StoreHeader:
                 f"record store schema version {version!r} is not supported by kdpc {__version__} "
                 f"(it reads version {SCHEMA_VERSION}); use the kdpc version that wrote it or upgrade kdpc"
             )
+        check_header_checksum(data)
+        return cls._build({k: v for k, v in data.items() if k != CHECKSUM})
+
+    @classmethod
+    def _build(cls, data: Mapping[str, Any]) -> "StoreHeader":
         known = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
@@ -268,15 +286,56 @@ class StoreHeader:
             raise KdpcError(f"record store header lacks {', '.join(missing)}; the store is damaged or not a kdpc store")
         kwargs = {k: v for k, v in data.items() if k in known}  # unknown keys: written by a newer minor version
         try:
-            kwargs["params"] = [ParamSpec(p["name"], tuple(p["shape"]), p["dtype"]) for p in data.get("params", [])]
-        except (KeyError, TypeError) as exc:
-            raise KdpcError(f"record store header has malformed params ({exc}); the store is damaged") from None
-        return cls(**kwargs)
+            kwargs["params"] = [ParamSpec(str(p["name"]), tuple(int(x) for x in p["shape"]), str(np.dtype(p["dtype"])))
+                                for p in data.get("params", [])]
+            return cls(**kwargs)
+        except KdpcError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise KdpcError(f"record store header has a malformed field ({exception_line(exc)}); the store is "
+                            "damaged") from None
 
-    def diff(self, other: "StoreHeader", ignore: tuple[str, ...] = ("created", "kdpc_version")) -> list[str]:
+    def derive(self, **changes: Any) -> "StoreHeader":
+        """A header for a NEW store made from this one (merge): the given fields changed, a new generation, now as
+        the creation time, this kdpc's version."""
+        data = {k: v for k, v in self.to_dict().items() if k not in (CHECKSUM, "generation")}
+        data.update(created=utc_now(), kdpc_version=__version__, **changes)
+        return StoreHeader._build(data)
+
+    def diff(self, other: "StoreHeader",
+             ignore: tuple[str, ...] = ("created", "kdpc_version", "generation", CHECKSUM)) -> list[str]:
         """Names of the top-level fields whose values differ (used to refuse resuming with another config)."""
         a, b = self.to_dict(), other.to_dict()
         return [k for k in a if k not in ignore and a.get(k) != b.get(k)]
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def header_checksum(content: Mapping[str, Any]) -> dict[str, Any]:
+    """sha256 over the canonical JSON of every header field but the checksum, and a short digest per field (so a
+    failing check can name the field that changed)."""
+    body = {k: v for k, v in content.items() if k != CHECKSUM}
+    return {"sha256": hashlib.sha256(_canonical(body)).hexdigest(),
+            "fields": {k: hashlib.sha256(_canonical(v)).hexdigest()[:12] for k, v in sorted(body.items())}}
+
+
+def check_header_checksum(data: Mapping[str, Any]) -> None:
+    stored = data.get(CHECKSUM)
+    if not isinstance(stored, Mapping) or not isinstance(stored.get("fields"), Mapping):
+        raise KdpcError("record store header has no checksum; the store is damaged (or was edited by hand)")
+    try:
+        expected = header_checksum(data)
+    except (TypeError, ValueError):
+        raise KdpcError("record store header holds values that are not plain JSON; the store is damaged") from None
+    if expected["sha256"] == stored.get("sha256"):
+        return
+    fields = stored["fields"]
+    changed = sorted(k for k in set(expected["fields"]) | set(fields) if expected["fields"].get(k) != fields.get(k))
+    raise KdpcError("record store header fails its checksum"
+                    + (f" (changed: {', '.join(changed)})" if changed else "")
+                    + "; the store is damaged or was edited - restore it from a copy or record it again")
 
 
 # ------------------------------------------------------------------------------------------------- arrays

@@ -91,10 +91,10 @@ def verify_store(path: Any) -> VerifyReport:
         todo = np.flatnonzero(flags != 1)
         shown = ", ".join(str(b) for b in todo[:10]) + (", ..." if len(todo) > 10 else "")
         col.problem("incomplete", f"incomplete: {report.blocks_done} of {header.num_blocks} blocks done (missing: {shown}); "
-                    "finish it with `kdpc record --resume`")
+                    f"{backend.how_to_finish()}")
     if not complete_attr and report.blocks_done == header.num_blocks:
         col.problem("incomplete", "every block is done but the store was never finalized (complete attribute false); "
-                    "run `kdpc record --resume` to finalize it")
+                    f"{backend.how_to_finish()}")
     bad_flags = np.flatnonzero((flags != 0) & (flags != 1))
     if bad_flags.size:
         col.problem("flags", f"{BLOCKS_DONE} has values other than 0/1 at blocks {bad_flags[:10].tolist()}")

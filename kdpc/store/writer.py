@@ -22,6 +22,7 @@ from ..errors import KdpcError
 from . import locations
 from .backends import Backend, H5FileBackend, H5PartsBackend, ZarrBackend, is_h5_path, open_store, parts_dir
 from .backends import read_header
+from .lease import WriterLease
 from .schema import FEATURES, HEADER_ATTR, LABELS, OUTPUT_GROUP, StoreHeader, array_specs, column_names
 from .schema import labels_dtype, record_array_specs
 
@@ -92,8 +93,9 @@ def _check_labels(labels: Any, header: StoreHeader) -> np.ndarray:
 class RecordWriter:
     """Writes blocks of records. Build with ``RecordWriter.open`` (or ``attach`` from another process)."""
 
-    def __init__(self, path: Path, backend: Backend, header: StoreHeader) -> None:
+    def __init__(self, path: Path, backend: Backend, header: StoreHeader, lease: WriterLease | None = None) -> None:
         self.path = path
+        self._lease = lease  # None for the torchrun ranks that attach to a store rank 0 holds
         self._backend = backend
         self._header = header
         self._codec = header.codec_obj()
@@ -106,10 +108,11 @@ class RecordWriter:
     # ------------------------------------------------------------------------------------------- opening
     @classmethod
     def open(cls, path: str | os.PathLike, header: StoreHeader, mode: str = "create", labels: Any = None,
-             resumable: bool = True) -> "RecordWriter":
+             resumable: bool = True, command: str = "kdpc record", break_lease: bool = False) -> "RecordWriter":
         """``mode``: ``create`` (refuse an existing path), ``overwrite`` (delete it first), ``resume`` (continue
         a store recorded with the same header, ``created`` aside). ``.h5``/``.hdf5`` -> HDF5, else zarr.
-        ``resumable=False`` (merge, convert) leaves ``--resume`` out of the messages."""
+        ``resumable=False`` (merge, convert) leaves ``--resume`` out of the messages. The writer holds the store's
+        writer lease (``kdpc.store.lease``, naming ``command``) until ``close``."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         p = locations.local_path(path)
@@ -120,6 +123,17 @@ class RecordWriter:
             raise KdpcError(f"{p}: write a folder (or .h5), then `kdpc records pack` it")
         header.validate()
         labels_arr = _check_labels(labels, header)
+        _check_out_dir(p)
+        lease = WriterLease.acquire(p, command, break_lease=break_lease)  # before anything is looked at or deleted
+        try:
+            return cls._open_leased(p, header, mode, labels, labels_arr, resumable, lease)
+        except BaseException:
+            lease.release()
+            raise
+
+    @classmethod
+    def _open_leased(cls, p: Path, header: StoreHeader, mode: str, labels: Any, labels_arr: np.ndarray,
+                     resumable: bool, lease: WriterLease) -> "RecordWriter":
         exists = _exists(p)
         if exists and mode == "create":
             raise KdpcError(f"{p} exists; pass {'--resume to finish it or ' if resumable else ''}--overwrite to "
@@ -127,8 +141,7 @@ class RecordWriter:
         if mode == "resume":
             if not exists:
                 raise KdpcError(f"nothing to resume at {p}; run without --resume to start recording there")
-            return cls._resume(p, header, labels)
-        _check_out_dir(p)
+            return cls._resume(p, header, labels, lease)
         if exists:  # overwrite
             if not _looks_like_store(p):
                 raise KdpcError(f"{p} exists and is not a kdpc record store; refusing to delete it, pick another path")
@@ -141,10 +154,10 @@ class RecordWriter:
                 backend = ZarrBackend.create(p, header, labels_arr)
         except OSError as exc:  # permissions, read-only or full disk
             raise KdpcError(f"cannot write the record store at {p} ({exc.strerror or exc}); pick a writable location") from None
-        return cls(p, backend, header)
+        return cls(p, backend, header, lease)
 
     @classmethod
-    def _resume(cls, p: Path, header: StoreHeader, labels: Any) -> "RecordWriter":
+    def _resume(cls, p: Path, header: StoreHeader, labels: Any, lease: WriterLease) -> "RecordWriter":
         backend = open_store(p, "r") if is_h5_path(p) and p.is_file() else open_store(p, "r+")
         stored = read_header(backend)
         differ = stored.diff(header)
@@ -153,12 +166,12 @@ class RecordWriter:
                 f"{p} was recorded with different settings ({', '.join(differ)}); resume with the same settings "
                 "or pass --overwrite to start over"
             )
-        _check_structure(backend, stored, p)
+        backend.check_structure(stored, "pass --overwrite to record it again")
         if labels is not None:
             old = np.asarray(backend.read(LABELS))
             if not np.array_equal(old, _check_labels(labels, stored)):
                 raise KdpcError(f"{p} was recorded with other dataset labels; resume with the same dataset or pass --overwrite")
-        return cls(p, backend, stored)
+        return cls(p, backend, stored, lease)
 
     @classmethod
     def attach(cls, path: str | os.PathLike) -> "RecordWriter":
@@ -171,7 +184,7 @@ class RecordWriter:
         else:
             backend = open_store(p, "r+")
         header = read_header(backend)
-        _check_structure(backend, header, p)
+        backend.check_structure(header, "pass --overwrite to record it again")
         return cls(p, backend, header)
 
     # ---------------------------------------------------------------------------------------------- state
@@ -205,6 +218,8 @@ class RecordWriter:
             raise ValueError("write_block on a closed RecordWriter")
         if self._finalized:
             raise KdpcError(f"{self.path} is already complete; nothing to record (pass --overwrite to record again)")
+        if self._lease is not None:
+            self._lease.check()
         start, stop = self.block_range(int(block))
         arrays = self._prepare(int(block), start, stop, columns)
         self._backend.write_block(int(block), start, stop, arrays)
@@ -225,9 +240,10 @@ class RecordWriter:
         self._backend.write_block(int(block), start, stop, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
 
     def discard(self) -> None:
-        """Close and delete the store this writer started (a merge or convert that failed midway)."""
-        self.close()
+        """Delete the store this writer started (a merge or convert that failed midway), then let go of it."""
+        self._backend.close()
         remove_store(self.path)
+        self.close()  # the lease goes last: nobody else starts on a half-deleted store
 
     def _prepare(self, block: int, start: int, stop: int, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         h = self._header
@@ -318,8 +334,12 @@ class RecordWriter:
             return str(self.path)
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         self._backend.close()
+        if self._lease is not None:
+            self._lease.release()
 
     def __enter__(self) -> "RecordWriter":
         return self
@@ -329,16 +349,3 @@ class RecordWriter:
 
     def __repr__(self) -> str:
         return f"RecordWriter({str(self.path)!r}, {self.num_blocks} blocks, codec={self._header.codec})"
-
-
-def _check_structure(backend: Backend, header: StoreHeader, path: Path) -> None:
-    """Every array the header implies exists with the right shape and dtype (else the store is damaged)."""
-    for spec in array_specs(header):
-        if not backend.has_array(spec.name):
-            raise KdpcError(f"{path} lacks array {spec.name!r}; it is damaged - pass --overwrite to record it again")
-        shape, dtype, _chunks = backend.array_meta(spec.name)
-        if tuple(shape) != spec.shape or np.dtype(dtype) != np.dtype(spec.dtype):
-            raise KdpcError(
-                f"{path}: array {spec.name!r} is {dtype}{list(shape)}, expected {spec.dtype}{list(spec.shape)}; "
-                "it is damaged - pass --overwrite to record it again"
-            )

@@ -129,14 +129,16 @@ def reader_throughput(path: Any, batch_size: int = 64, seconds: float = 1.0, see
 
 
 def store_contents(path: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Everything a store holds, for comparing two stores: the header (without ``created``, which is the only
-    field two identical recordings differ in) and every array, as stored (encoded), from either backend."""
+    """Everything a store holds, for comparing two stores: the header (without ``created`` and ``generation``, the
+    fields two identical recordings differ in, and the checksum over them) and every array, as stored (encoded),
+    from either backend."""
     backend = open_store(path)
     try:
         header = read_header(backend)
         arrays = {spec.name: backend.read(spec.name) for spec in array_specs(header) if backend.has_array(spec.name)}
         described = header.to_dict()
-        described.pop("created", None)
+        for key in ("created", "generation", "checksum"):
+            described.pop(key, None)
         return described, arrays
     finally:
         backend.close()

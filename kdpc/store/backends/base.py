@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ...errors import exception_line
+from ...errors import KdpcError, exception_line
 from ..schema import StoreHeader
 
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -131,6 +131,31 @@ class Backend:
     def finalize(self, header: StoreHeader) -> None:
         raise NotImplementedError
 
+
+    def check_structure(self, header: StoreHeader, remedy: str = "restore it from a copy or record it again") -> None:
+        """Every array the header implies exists with the right shape, dtype and chunking; else one KdpcError
+        (a store whose header and arrays disagree is damaged, whatever a reader would allocate from either)."""
+        from ..schema import array_specs
+
+        for spec in array_specs(header):
+            if not self.has_array(spec.name):
+                raise KdpcError(f"{self.location} lacks array {spec.name!r}; it is damaged - {remedy}")
+            shape, dtype, chunks = self.array_meta(spec.name)
+            if tuple(shape) != spec.shape or np.dtype(dtype) != np.dtype(spec.dtype):
+                raise KdpcError(f"{self.location}: array {spec.name!r} is {dtype}{list(shape)}, the header implies "
+                                f"{spec.dtype}{list(spec.shape)}; it is damaged - {remedy}")
+            if spec.per != "sample" and tuple(chunks)[0] != spec.chunks[0]:
+                raise KdpcError(f"{self.location}: array {spec.name!r} has chunks {list(chunks)}, expected "
+                                f"{list(spec.chunks)}; it is damaged - {remedy}")
+
+    def how_to_finish(self) -> str:
+        """What finishes this incomplete store: the interrupted copy, or the interrupted recording."""
+        if self.copying_attr():
+            return "it is a copy that was interrupted - run the same `kdpc records copy` (or unpack) again"
+        return "finish it with `kdpc record --resume`"
+
+    def copying_attr(self) -> bool:
+        return False
 
     # --- the completion rule (one place)
     def completeness(self, header: StoreHeader) -> tuple[bool, int, np.ndarray]:

@@ -12,7 +12,8 @@ import numpy as np
 
 from ...errors import KdpcError, exception_line
 from .. import locations
-from ..schema import BLOCKS_DONE, COMPLETE_ATTR, HEADER_ATTR, LABELS, OUTPUT_GROUP, StoreHeader, array_specs
+from ..schema import BLOCKS_DONE, COMPLETE_ATTR, COPYING_ATTR, HEADER_ATTR, LABELS, OUTPUT_GROUP, StoreHeader
+from ..schema import array_specs
 from .base import Backend, StoreCorruptError
 from .files import disk_usage
 
@@ -116,6 +117,9 @@ class ZarrBackend(Backend):
 
     def header_dict(self) -> dict:
         return dict(self.group.attrs[HEADER_ATTR])
+
+    def copying_attr(self) -> bool:
+        return bool(self.group.attrs.get(COPYING_ATTR, False))
 
     def complete_attr(self) -> bool:
         return bool(self.group.attrs.get(COMPLETE_ATTR, False))

@@ -13,12 +13,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ... import __version__
 from ...errors import KdpcError
 from ...progress import progress
 from ..backends import Backend
 from ..codecs import logsumexp
-from ..schema import LABELS, OUTPUT_GROUP, StoreHeader, record_array_specs, utc_now
+from ..schema import LABELS, OUTPUT_GROUP, StoreHeader, record_array_specs
 from ..writer import RecordWriter
 from .sources import open_complete, read_rows
 
@@ -38,15 +37,25 @@ class MergeReport:
 
 
 
-def _write_store(out: Any, header: StoreHeader, labels: np.ndarray, overwrite: bool,
-                 block_arrays: Callable[[int, int, int], dict[str, np.ndarray]], desc: str,
-                 show_progress: bool | None) -> str:
+@dataclass(frozen=True)
+class Output:
+    """Where and how merge / convert write their store."""
+
+    path: Any
+    overwrite: bool = False
+    show_progress: bool | None = None
+    break_lease: bool = False
+
+
+def _write_store(out: Output, header: StoreHeader, labels: np.ndarray,
+                 block_arrays: Callable[[int, int, int], dict[str, np.ndarray]], desc: str) -> str:
     """Write every block of a new store from ``block_arrays(b, start, stop)`` (encoded arrays by name), then
     finalize; on any failure the half-written output is removed."""
-    writer = RecordWriter.open(out, header, mode="overwrite" if overwrite else "create", labels=labels, resumable=False)
+    writer = RecordWriter.open(out.path, header, mode="overwrite" if out.overwrite else "create", labels=labels,
+                               resumable=False, command=f"kdpc records {desc}", break_lease=out.break_lease)
     try:
         for b in progress(range(header.num_blocks), desc=desc, unit="block",
-                          disable=None if show_progress is None else not show_progress):
+                          disable=None if out.show_progress is None else not out.show_progress):
             start, stop = header.block_range(b)
             writer.write_encoded_block(b, block_arrays(b, start, stop))
         path = writer.finalize()
@@ -64,7 +73,8 @@ def _view_major_ids(header: StoreHeader, start: int, stop: int) -> dict[str, np.
 
 
 # ---------------------------------------------------------------------------------------------------- convert
-def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress: bool | None = None) -> str:
+def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress: bool | None = None,
+                  break_lease: bool = False) -> str:
     """zarr <-> HDF5 (by ``dst``'s suffix: ``.h5``/``.hdf5`` or a folder): the same header (``created``
     included), labels and encoded arrays, so a reader returns identical data."""
     backend, header = open_complete(src)
@@ -75,7 +85,7 @@ def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress:
         return {s.name: read_rows(backend, s.name, start, stop) for s in specs}
 
     try:
-        return _write_store(dst, header, labels, overwrite, block, "convert", show_progress)
+        return _write_store(Output(dst, overwrite, show_progress, break_lease), header, labels, block, "convert")
     finally:
         backend.close()
 
@@ -154,7 +164,7 @@ def _parse_weights(weights: Any, n: int) -> list[float]:
 
 
 def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec: str | None = None,
-                 overwrite: bool = False, show_progress: bool | None = None) -> MergeReport:
+                 overwrite: bool = False, show_progress: bool | None = None, break_lease: bool = False) -> MergeReport:
     """Merge complete stores of the same data into ``out`` (a local folder or ``.h5``).
 
     * same teacher (sha256), codec, augmentation and data -> **more views**: the output holds every view of every
@@ -167,6 +177,7 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
     """
     if len(inputs) < 2:
         raise KdpcError("merge needs at least two stores")
+    output = Output(out, overwrite, show_progress, break_lease)
     opened = [open_complete(p, "input") for p in inputs]
     backends = [b for b, _ in opened]
     headers = [h for _, h in opened]
@@ -186,14 +197,14 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
             raise KdpcError("--weights is for ensembles of different teachers; these stores share one teacher")
         if codec is not None and codec != a.codec:
             raise KdpcError(f"--codec {codec}: merging views copies the encoded outputs as stored ({a.codec})")
-        return _merge_views(backends, headers, names, labels, out, overwrite, show_progress)
+        return _merge_views(backends, headers, names, labels, output)
     if a.task != "cls":
         raise KdpcError(f"cannot merge {names[0]} and {names[1]}: they have different teachers, and ensembles are "
                         f"made of classification stores only ({a.task} stores keep per-point outputs and features)")
     if len(set(map(str, teachers))) != len(teachers):
         raise KdpcError("cannot merge: some inputs share a teacher and others do not; merge the views of each teacher "
                         "first, then make the ensemble")
-    return _merge_ensemble(backends, headers, names, labels, out, weights, codec, overwrite, show_progress)
+    return _merge_ensemble(backends, headers, names, labels, output, weights, codec)
 
 
 def _view_keys(backend: Backend, header: StoreHeader) -> np.ndarray:
@@ -207,7 +218,7 @@ def _view_keys(backend: Backend, header: StoreHeader) -> np.ndarray:
 
 
 def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: list[str], labels: np.ndarray,
-                 out: Any, overwrite: bool, show_progress: bool | None) -> MergeReport:
+                 output: Output) -> MergeReport:
     a = headers[0]
     for name, h in zip(names[1:], headers[1:]):
         diff = _differences(a, h, ("codec",))
@@ -236,8 +247,7 @@ def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: lis
     total_views = int(offsets[-1])
     extra = dict(a.extra)
     extra["merged_from"] = [_provenance(b, h, int(o)) for b, h, o in zip(backends, headers, offsets)]
-    header = StoreHeader.from_dict({**a.to_dict(), "num_views": total_views, "created": utc_now(),
-                                    "kdpc_version": __version__, "extra": extra})
+    header = a.derive(num_views=total_views, extra=extra)
     specs = record_array_specs(header)
     rec_offsets = [int(o) * a.num_samples for o in offsets]
 
@@ -255,12 +265,12 @@ def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: lis
             arrays[spec.name] = np.concatenate(parts, axis=0)
         return arrays
 
-    path = _write_store(out, header, labels, overwrite, block, "merge", show_progress)
+    path = _write_store(output, header, labels, block, "merge")
     return MergeReport(out=path, mode="views", inputs=names, num_views=total_views, records=header.num_records)
 
 
 def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: list[str], labels: np.ndarray,
-                    out: Any, weights: Any, codec: str | None, overwrite: bool, show_progress: bool | None) -> MergeReport:
+                    output: Output, weights: Any, codec: str | None) -> MergeReport:
     a = headers[0]
     for name, h in zip(names[1:], headers[1:]):
         diff = _differences(a, h, ("run_seed", "num_views"))
@@ -277,8 +287,7 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
     codec_spec = codec or a.codec
     extra = dict(a.extra)
     extra["merged_from"] = [_provenance(b, h, 0) for b, h in zip(backends, headers)]
-    header = StoreHeader.from_dict({**a.to_dict(), "codec": codec_spec, "teacher": _ensemble_teacher(headers, w),
-                                    "created": utc_now(), "kdpc_version": __version__, "extra": extra})
+    header = a.derive(codec=codec_spec, teacher=_ensemble_teacher(headers, w), extra=extra)
     enc = header.codec_obj()
     in_codecs = [h.codec_obj() for h in headers]
     in_out = [[s.name for s in record_array_specs(h) if s.name.startswith(OUTPUT_GROUP + "/")] for h in headers]
@@ -303,7 +312,7 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
             arrays[prefix + name] = values
         return arrays
 
-    path = _write_store(out, header, labels, overwrite, block, "ensemble", show_progress)
+    path = _write_store(output, header, labels, block, "ensemble")
     return MergeReport(out=path, mode="ensemble", inputs=names, num_views=a.num_views, records=header.num_records,
                        weights=w)
 

@@ -17,7 +17,7 @@ def open_complete(path: Any, what: str = "source") -> tuple[Backend, StoreHeader
     complete, done, _flags = backend.completeness(header)
     if not complete:
         raise KdpcError(f"{what} {backend.location} is incomplete ({done} of {header.num_blocks} blocks done); only "
-                        "complete stores can be shared - finish it with `kdpc record --resume`")
+                        f"complete stores can be shared - {backend.how_to_finish()}")
     return backend, header
 
 

@@ -26,7 +26,8 @@ from ...progress import progress
 from .. import locations
 from ..backends import ZarrBackend, is_h5_path, open_store, read_header
 from ..backends.files import fsync_dir, fsync_file
-from ..schema import BLOCKS_DONE, COMPLETE_ATTR, HEADER_ATTR, StoreHeader
+from ..lease import WriterLease
+from ..schema import BLOCKS_DONE, COMPLETE_ATTR, COPYING_ATTR, HEADER_ATTR, StoreHeader
 from .sources import open_complete
 
 BATCH = 32  # objects per round of concurrent requests
@@ -103,6 +104,7 @@ def _batches(keys: Sequence[str], n: int = BATCH) -> list[Sequence[str]]:
 def _in_progress_root(root: bytes) -> bytes:
     doc = json.loads(root)
     doc.setdefault("attributes", {})[COMPLETE_ATTR] = False
+    doc["attributes"][COPYING_ATTR] = True  # tells readers to rerun the copy, not to resume a recording
     return json.dumps(doc, indent=2).encode()
 
 
@@ -125,10 +127,11 @@ def _check_destination(dst: Any) -> None:
         raise KdpcError("copy needs a destination path or URL")
 
 
-def copy_store(src: Any, dst: Any, *, on_object: ObjectHook | None = None, show_progress: bool | None = None) -> CopyReport:
+def copy_store(src: Any, dst: Any, *, on_object: ObjectHook | None = None, show_progress: bool | None = None,
+               break_lease: bool = False, command: str = "kdpc records copy") -> CopyReport:
     """Copy a complete zarr store ``src`` to ``dst`` (either may be a URL), resumably; see the module docstring.
-
-    ``on_object(key, action)`` runs after each object (tests use it to interrupt a copy midway).
+    The copy holds ``dst``'s writer lease. ``on_object(key, action)`` runs after each object (tests use it to
+    interrupt a copy midway).
     """
     _check_destination(dst)
     t0 = time.perf_counter()
@@ -142,8 +145,11 @@ def copy_store(src: Any, dst: Any, *, on_object: ObjectHook | None = None, show_
     try:
         dst_kv = locations.KeyStore.open(dst, "w")
     except OSError as exc:
+        backend.close()
         raise KdpcError(f"cannot write to {report.dst} ({exception_line(exc)})") from None
+    lease = None
     try:
+        lease = WriterLease.acquire(dst, command, break_lease=break_lease)
         _copy_objects(src_kv, dst_kv, root, _ordered_keys(meta, chunks), report, lp, on_object, show_progress)
     except KdpcError:
         raise
@@ -153,6 +159,8 @@ def copy_store(src: Any, dst: Any, *, on_object: ObjectHook | None = None, show_
     finally:
         dst_kv.close()
         backend.close()
+        if lease is not None:
+            lease.release()
     if lp is not None:
         fsync_dir(lp)
     check = open_store(dst, "r")
@@ -287,9 +295,11 @@ def pack_store(src: Any, out: str | os.PathLike, *, overwrite: bool = False, sho
     return report
 
 
-def unpack_store(pack: Any, dst: Any, *, on_object: ObjectHook | None = None, show_progress: bool | None = None) -> CopyReport:
+def unpack_store(pack: Any, dst: Any, *, on_object: ObjectHook | None = None, show_progress: bool | None = None,
+                 break_lease: bool = False) -> CopyReport:
     """Unpack a ``.zarr.zip`` into a folder or a URL (resumable, verified: ``copy_store`` from the zip)."""
     if not locations.is_zip(pack) or locations.is_url(pack):
         raise KdpcError(f"{pack}: unpack takes a local .zarr.zip made by `kdpc records pack`")
-    return copy_store(pack, dst, on_object=on_object, show_progress=show_progress)
+    return copy_store(pack, dst, on_object=on_object, show_progress=show_progress, break_lease=break_lease,
+                      command="kdpc records unpack")
 
