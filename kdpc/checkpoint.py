@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import KdpcError
+from .errors import KdpcError, exception_line
 
 FORMAT = "kdpc-checkpoint"
 FORMAT_VERSION = 1
@@ -75,8 +75,11 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     if ckpt.training_state is not None:
         payload["training_state"] = ckpt.training_state
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk, a folder in the way, permissions
+        raise KdpcError(f"cannot write the checkpoint {path} ({exception_line(exc)})") from None
     return path
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -48,10 +50,56 @@ def build_config(cls: type[C], *layers: Mapping[str, Any] | None) -> C:
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
+    hints = typing.get_type_hints(cls)
+    for key, value in merged.items():
+        merged[key] = check_type(key, value, hints[key])
     try:
         return cls(**merged)
     except TypeError as exc:
         raise KdpcError(f"bad {cls.__name__} options: {exc}") from None
+
+
+def check_type(name: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits the field's type (an int where a float is wanted becomes a float; a YAML string that
+    spells a number is NOT accepted); else one ``KdpcError`` naming the option and the type it needs."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return check_type(name, value, arg)
+            except KdpcError as exc:
+                errors.append(str(exc))
+        raise KdpcError(errors[0])
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise KdpcError(f"option {name} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise KdpcError(f"option {name} must be a whole number, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise KdpcError(f"option {name} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise KdpcError(f"option {name} must be a string, got {value!r}")
+    if origin is dict or hint is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise KdpcError(f"option {name} must be a mapping of KEY: VALUE, got {value!r}")
+    if origin in (list, tuple) or hint in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise KdpcError(f"option {name} must be a list, got {value!r}")
+    return value
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -5,11 +5,15 @@ One module per group of commands: ``training`` (train, eval, distill, demo), ``r
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
 
 import click
 
 from .. import __version__
+from .. import secrets
 from ..errors import KdpcError
 from . import catalog, recording, records, training
 
@@ -31,22 +35,48 @@ for _command in (*catalog.COMMANDS, *training.COMMANDS, recording.record_cmd, re
     cli.add_command(_command)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the work finished so far is kept and resumable."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _exit(code: int) -> None:
+    """Leave quietly: requests an async filesystem (s3fs, aiohttp) left pending are garbage-collected at shutdown
+    and would print pages of "Exception ignored" after the one line that matters."""
+    sys.unraisablehook = lambda unraisable: None
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.exit(code)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    click.echo(f"kdpc: {what}; finished work is kept (rerun with --resume where supported)", err=True)
+    _exit(143 if isinstance(exc, Terminated) else 130)
+
+
 def main(argv: list[str] | None = None) -> None:
+    secrets.install()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = cli.main(args=argv, prog_name="kdpc", standalone_mode=False)
     except KdpcError as exc:
-        click.echo(f"kdpc: error: {exc}", err=True)
-        sys.exit(2)
+        click.echo(f"kdpc: error: {' '.join(secrets.redact_text(str(exc)).split())}", err=True)
+        _exit(2)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+        _exit(exc.exit_code)
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (and our SIGTERM) into Abort
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _interrupted(exc.__context__)
         click.echo("kdpc: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("kdpc: interrupted; finished work is kept (rerun with --resume where supported)", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        _exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+    _exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,15 @@ def records_group() -> None:
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def records_info_cmd(path: str, as_json: bool) -> None:
-    """Records, views, codec, bytes per record, teacher accuracy and provenance of a store."""
+    """Records, views, codec, bytes per record, teacher accuracy and provenance of a store (exit 2 when it finds a
+    problem, e.g. an incomplete or damaged store)."""
     from ..store import store_info
     from ..store.info import format_info
 
     info = store_info(path)
     click.echo(json.dumps(info, default=str) if as_json else format_info(info))
+    if info["problem"]:  # printed above with the rest; the exit code says it too
+        raise KdpcError(info["problem"])
 
 
 @records_group.command("verify")

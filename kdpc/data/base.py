@@ -65,6 +65,8 @@ class PointCloudDataset(Dataset):
         points = np.asarray(points)
         if points.ndim != 3 or points.shape[2] < 3 or points.shape[1] < 1:
             raise KdpcError(f"{name}: points must have shape [n, points, 3+], got {list(points.shape)}")
+        if points.shape[0] == 0:
+            raise KdpcError(f"{name} {split}: the split holds no samples; check --data-root and the split's files")
         if not np.all(np.isfinite(points)):
             raise KdpcError(f"{name} {split}: the point data contains NaN or infinite values")
         labels = np.asarray(labels).reshape(-1)

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from ..augment import AugmentConfig, PointAugmentConfig, apply_point_level_with_index, draw_params
 from ..augment import params_at, replay_view
 from ..training.data import point_rng
-from ..errors import KdpcError
+from ..errors import KdpcError, distinguishing_prefixes
 from ..hashing import splitmix64
 from ..store.schema import record_index
 from .seg import seg_item_fields
@@ -21,8 +21,8 @@ def check_provenance(header: Any, dataset: Any) -> None:
     recorded = header.dataset
     differences = []
     if recorded.get("fingerprint") != dataset.fingerprint():
-        differences.append(f"dataset fingerprint {str(recorded.get('fingerprint'))[:12]}… (store) vs "
-                           f"{dataset.fingerprint()[:12]}… (data)")
+        a, b = distinguishing_prefixes(str(recorded.get("fingerprint")), dataset.fingerprint())
+        differences.append(f"dataset fingerprint {a} (store) vs {b} (data)")
     if int(recorded.get("num_samples", -1)) != len(dataset):
         differences.append(f"num_samples {recorded.get('num_samples')} vs {len(dataset)}")
     if int(header.num_points) != dataset.num_points:

@@ -4,6 +4,8 @@ with ``--online-teacher`` (the only path here that loads a teacher)."""
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from ..config import config_to_dict, save_yaml
 from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distributed, everywhere, main_log, on_main
 from ..distributed import rank_device, wrap_ddp
 from ..errors import KdpcError
+from ..secrets import redact_text, shareable
 from ..models import count_parameters, model_forward, model_task
 from ..training.evaluate import primary_metric
 from ..training.loop import LoopHooks, LoopState, fit, resolve_select
@@ -54,10 +57,16 @@ class DistillConfig(FitConfig):
     resume: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.nwsd_source not in NWSD_SOURCES:
             raise KdpcError(f"--nwsd-source must be one of {', '.join(NWSD_SOURCES)}, got {self.nwsd_source!r}")
-        if self.temperature <= 0:
-            raise KdpcError("--temperature must be > 0")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise KdpcError(f"--temperature must be a number > 0, got {self.temperature!r}")
+        for name in ("ce_weight", "kd_weight", "nwsd_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise KdpcError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)!r}")
+        if self.views is not None and self.views < 1:
+            raise KdpcError(f"--views must be >= 1 (or left out: all recorded views), got {self.views}")
         if self.records is None and self.online_teacher is None:
             raise KdpcError("give --records STORE (offline distillation) or --online-teacher CKPT (the baseline)")
 
@@ -78,7 +87,7 @@ def distill(cfg: DistillConfig, log=print) -> tuple[LoopState, Path]:
 def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tuple[LoopState, Path]:
     seed_everything(cfg.seed)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
-    on_main(world, lambda: _prepare_out(out, cfg.resume))
+    on_main(world, lambda: _check_out(out, cfg.resume))
 
     def setup():
         reader = teacher = augment = None
@@ -88,7 +97,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             reader = RecordReader(cfg.records)
             header = reader.header
             data_info, run_seed, num_views = header.dataset, header.run_seed, cfg.views or header.num_views
-            source = {"records": str(cfg.records), "teacher": header.teacher, "store_created": header.created,
+            source = {"records": redact_text(str(cfg.records)), "teacher": header.teacher, "store_created": header.created,
                       "codec": header.codec, "views": header.num_views}
         else:
             ckpt = load_checkpoint(cfg.online_teacher)
@@ -97,7 +106,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                 p.requires_grad_(False)
             data_info, run_seed, num_views = ckpt.dataset, cfg.online_seed, cfg.online_views
             augment = AugmentConfig.from_dict(cfg.online_augment)
-            source = {"online_teacher": str(cfg.online_teacher), "teacher_arch": ckpt.arch}
+            source = {"online_teacher": Path(cfg.online_teacher).name, "teacher_arch": ckpt.arch}
 
         splits = load_splits(data_info["name"], cfg.data_root, data_info.get("num_points"),
                              data_info.get("config", {}), train_split=data_info.get("split", "train"))
@@ -114,7 +123,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     select = resolve_select(cfg.select, splits.val is not None)
     if reader is not None:
         log(f"records: {reader.num_records} ({reader.num_samples} samples x {reader.num_views} views, "
-            f"codec {reader.header.codec}) from {cfg.records}")
+            f"codec {reader.header.codec}) from {redact_text(str(cfg.records))}")
 
     task = train_set.task
     student, student_cfg, num_outputs = build_model(cfg.student, train_set, cfg.student_cfg, device, world, cfg.sync_bn)
@@ -202,7 +211,8 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             arch=cfg.student, model_config=student_cfg, num_classes=num_outputs,
             class_names=train_set.output_names, task=task,
             dataset=dataset_info, state_dict=student.state_dict(), metrics=metrics,
-            provenance={"trained_by": "kdpc distill", "source": _jsonable(source), "config": config_to_dict(cfg)},
+            provenance={"trained_by": "kdpc distill", "source": _jsonable(source),
+                        "config": shareable(config_to_dict(cfg))},
             training_state=training_state))
 
     def extra_state() -> dict[str, Any]:
@@ -226,7 +236,8 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         extra_state=extra_state, load_extra_state=load_extra_state,
     )
     if world.is_main:
-        save_yaml(config_to_dict(cfg), out / "config.yaml")
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(shareable(config_to_dict(cfg), cut_paths=False), out / "config.yaml")  # local paths kept here
     state = fit(model, optimizer, scheduler, hooks, epochs=cfg.epochs, device=device, primary=primary_metric(task),
                 select=select, best_path=out / "student.pt", last_path=out / "last.pt", metrics_path=out / "metrics.jsonl",
                 eval_every=cfg.eval_every, amp=cfg.amp, resume_state=resume_state, desc=f"distill {cfg.student}",
@@ -240,11 +251,14 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     return state, out
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KdpcError(f"cannot create the run folder {out}: {exc.strerror}") from None
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse a run folder that cannot be used, before any work (and without creating it: a refused run leaves
+    nothing behind)."""
+    if out.exists() and not out.is_dir():
+        raise KdpcError(f"--out {out} is a file; give a folder for the run")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise KdpcError(f"cannot create the run folder {out}: {existing} is not a writable folder")
     if resume:
         if not (out / "last.pt").is_file():
             raise KdpcError(f"--resume: {out}/last.pt does not exist; start without --resume")

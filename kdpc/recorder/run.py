@@ -105,6 +105,8 @@ def record(cfg: RecordConfig, log=print, show_progress: bool = True) -> RecordRe
         raise KdpcError("--views must be between 1 and 65535")
     if cfg.batch_size < 1:
         raise KdpcError("--batch-size must be >= 1")
+    if cfg.chunk_records is not None and cfg.chunk_records < 1:
+        raise KdpcError(f"--chunk-records must be >= 1 (or left out: the default), got {cfg.chunk_records}")
     device = resolve_device(cfg.device)
     # The ranks exchange only small messages (errors, the pending list, "done"): gloo, even on GPUs, with a timeout
     # long enough for the slowest rank to finish its share while the others wait at the final barrier.

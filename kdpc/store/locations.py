@@ -29,12 +29,12 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from fsspec.utils import get_protocol
 
-from ..errors import KdpcError
+from ..errors import KdpcError, exception_line
+from ..secrets import redact_url
 
 ZIP_SUFFIX = ".zip"
 READ_ONLY_SCHEMES = ("http", "https")  # no way to write there
@@ -84,12 +84,7 @@ def redact(path: Any) -> str:
     """``path`` for messages and provenance: ``user:password@`` and query strings (signed URLs) removed."""
     if not isinstance(path, str) or not is_url(path):
         return str(path) if isinstance(path, (str, os.PathLike)) else repr(path)
-    try:
-        parts = urlsplit(path)
-    except ValueError:
-        return path
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return redact_url(path)
 
 
 def join(url: str, name: str) -> str:
@@ -113,6 +108,7 @@ def zarr_store(path: Any, mode: str = "r") -> Any:
                 raise KdpcError(f"{lp}: a .zip store is read-only; record into a folder and `kdpc records pack` it")
             if not lp.is_file():
                 raise KdpcError(f"no record store at {lp}")
+            check_pack(lp)
             return zarr.storage.ZipStore(lp, mode="r")
         return zarr.storage.LocalStore(lp, read_only=read_only)
     if isinstance(path, str):
@@ -130,6 +126,23 @@ def zarr_store(path: Any, mode: str = "r") -> Any:
         except ValueError as exc:
             raise KdpcError(f"cannot open {redact(path)}: {exc}") from None
     return path  # a zarr Store, or an fsspec mapper zarr understands
+
+
+def check_pack(path: Path) -> None:
+    """A pack holds its objects *stored* (``kdpc records pack``; chunks are compressed already), so no member can
+    inflate: refuse a zip with compressed members (a zip bomb) or one whose directory is damaged."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise KdpcError(f"{path} is not a readable pack ({exception_line(exc)}); it is damaged") from None
+    size = path.stat().st_size
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED or m.file_size != m.compress_size or m.file_size > size:
+            raise KdpcError(f"{path}: member {m.filename!r} is compressed or larger than the file; packs made by "
+                            "`kdpc records pack` store their objects as they are - refusing it")
 
 
 def _extra_hint(path: str) -> str:

@@ -18,13 +18,6 @@ from .backends import Backend, StoreCorruptError, open_store, read_header
 from .schema import FEATURES, LABELS, OUTPUT_GROUP, StoreHeader, param_names, record_array_specs
 
 
-def corrupt_error(location: str, exc: StoreCorruptError) -> KdpcError:
-    return KdpcError(
-        f"record store {location} is damaged: {exc}; run `kdpc records verify {location}` to list all damage, then restore "
-        "the store from a copy or record it again"
-    )
-
-
 class RecordReader:
     """Read a store. ``require_complete=False`` also opens stores still being recorded (unfinished blocks read as
     zeros; use ``done_records()`` to know which records are real)."""
@@ -45,10 +38,7 @@ class RecordReader:
                             f"{self._backend.how_to_finish()}")
         self._specs = record_array_specs(h)
         self._params = param_names(h)
-        try:
-            self.labels: np.ndarray = np.asarray(self._backend.read(LABELS)).astype(np.int64)
-        except StoreCorruptError as exc:
-            raise corrupt_error(self.location, exc) from None
+        self.labels: np.ndarray = np.asarray(self._backend.read(LABELS)).astype(np.int64)
         # dense in-memory copies, filled one view slab at a time
         r = h.num_records
         self._sample = np.empty(r, dtype=np.int32)
@@ -141,14 +131,11 @@ class RecordReader:
         blocks = range(start // c, (stop - 1) // c + 1)
         required = [b for b in blocks if self._flags[b] == 1]  # unfinished blocks of a store in progress read as 0
         encoded: dict[str, np.ndarray] = {}
-        try:
-            for spec in self._specs:
-                missing = self._backend.missing_chunks(spec.name, required)
-                if missing:
-                    raise StoreCorruptError(spec.name, missing[0], "chunk object is missing")
-                encoded[spec.name] = self._backend.read(spec.name, start, stop)
-        except StoreCorruptError as exc:
-            raise corrupt_error(self.location, exc) from None
+        for spec in self._specs:
+            missing = self._backend.missing_chunks(spec.name, required)
+            if missing:
+                raise StoreCorruptError(spec.name, missing[0], "chunk object is missing", self.location)
+            encoded[spec.name] = self._backend.read(spec.name, start, stop)
         self._sample[start:stop] = encoded["sample"]
         self._view[start:stop] = encoded["view"]
         for name in self._params:

@@ -204,7 +204,7 @@ def _check_block(backend: Backend, header: StoreHeader, b: int, specs: list[Arra
     _check_params(header, b, data, cfg, col)
     prefix = OUTPUT_GROUP + "/"
     out = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
-    if len(out) == len([s for s in specs if s.name.startswith(prefix)]) and out:
+    if out and len(out) == len(codec.arrays(header.num_classes)):  # every output array of the codec was read
         _check_output(header, b, start, out, codec, col)
     if FEATURES in data:
         bad = ~np.isfinite(data[FEATURES]).reshape(len(data[FEATURES]), -1).all(axis=1)

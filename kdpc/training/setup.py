@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +41,18 @@ class FitConfig:
     workers: int | None = None
     seed: int = 0
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "eval_every": self.eval_every}
+        for name, value in positive.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise KdpcError(f"--{name.replace('_', '-')} must be a number > 0, got {value!r}")
+        for name in ("weight_decay", "warmup_epochs"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise KdpcError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise KdpcError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing!r}")
 
 
 @dataclass
@@ -110,3 +124,8 @@ def prepare_out_file(out: Path) -> None:
         raise KdpcError(f"cannot create the output folder {out.parent}: {exc.strerror}") from None
     if out.is_dir():
         raise KdpcError(f"--out {out} is a folder; give a checkpoint file name like {out}/teacher.pt")
+    try:  # found out now, not after the first epoch
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise KdpcError(f"cannot write into {out.parent} ({exc.strerror or exc}); pick a writable --out") from None

@@ -14,6 +14,7 @@ from ..checkpoint import Checkpoint, save_checkpoint
 from ..config import config_to_dict
 from ..distributed import World, decorrelate_rng, distributed, everywhere, main_log, on_main, rank_device, wrap_ddp
 from ..errors import KdpcError
+from ..secrets import shareable
 from ..models import count_parameters, model_forward, model_task
 from .data import EpochViews
 from .evaluate import primary_metric
@@ -78,7 +79,7 @@ def _train(cfg: TrainConfig, device: torch.device, world: World, log) -> tuple[L
         save_checkpoint(path, Checkpoint(
             arch=cfg.model, model_config=model_cfg, num_classes=num_outputs, class_names=data.output_names,
             task=task, dataset=data.describe(), state_dict=model.state_dict(), metrics=metrics,
-            provenance={"trained_by": "kdpc train", "config": config_to_dict(cfg),
+            provenance={"trained_by": "kdpc train", "config": shareable(config_to_dict(cfg)),
                         # the views it was fitted on: kdpc record draws from another stream (kdpc.augment)
                         "training_views": {"stream": "train", "seed": cfg.seed, "epochs": cfg.epochs,
                                            "augment": augment.to_dict()},

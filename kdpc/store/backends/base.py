@@ -28,14 +28,15 @@ H5_SUFFIXES = (".h5", ".hdf5")
 PARTS_SUFFIX = ".parts"
 
 
-class StoreCorruptError(Exception):
-    """A chunk could not be read back (checksum mismatch, truncated/missing object...). Internal: callers turn it
-    into a ``KdpcError`` (reader) or a problem line (verify)."""
+class StoreCorruptError(KdpcError):
+    """A chunk could not be read back (checksum mismatch, truncated/missing object, a size it may not have...).
+    ``verify`` turns it into a problem line; anywhere else it is the one line the user sees."""
 
-    def __init__(self, array: str, chunk: int | None, cause: str) -> None:
-        self.array, self.chunk, self.cause = array, chunk, cause
-        where = f"array {array!r}" + (f" chunk {chunk}" if chunk is not None else "")
-        super().__init__(f"{where}: {cause}")
+    def __init__(self, array: str, chunk: int | None, cause: str, location: str = "") -> None:
+        self.array, self.chunk, self.cause, self.location = array, chunk, cause, location
+        self.where = f"array {array!r}" + (f" chunk {chunk}" if chunk is not None else "")
+        super().__init__(f"record store {location} is damaged: {self.where}: {cause}; run `kdpc records verify "
+                         f"{location}` to list all damage, then restore it from a copy or record it again")
 
 
 
@@ -94,7 +95,7 @@ class Backend:
                     self.read(name, i * c, min((i + 1) * c, n))
                 except StoreCorruptError as inner:
                     return inner
-        return StoreCorruptError(name, first if first == last else None, exception_line(exc))
+        return StoreCorruptError(name, first if first == last else None, exception_line(exc), self.location)
 
     def read_chunk(self, name: str, index: int) -> np.ndarray:
         shape, _dtype, chunks = self.array_meta(name)
@@ -107,7 +108,7 @@ class Backend:
         c = chunks[0]
         missing = self.missing_chunks(name, range(start // c, (max(stop, start + 1) - 1) // c + 1))
         if missing:
-            raise StoreCorruptError(name, missing[0], "chunk object is missing")
+            raise StoreCorruptError(name, missing[0], "chunk object is missing", self.location)
         return self.read(name, start, stop)
 
     def missing_chunks(self, name: str, indices: Iterable[int]) -> list[int]:
@@ -133,8 +134,9 @@ class Backend:
 
 
     def check_structure(self, header: StoreHeader, remedy: str = "restore it from a copy or record it again") -> None:
-        """Every array the header implies exists with the right shape, dtype and chunking; else one KdpcError
-        (a store whose header and arrays disagree is damaged, whatever a reader would allocate from either)."""
+        """Every array the header implies exists with the right shape, dtype and chunking, and checksums its chunks;
+        else one KdpcError (a store whose header and arrays disagree is damaged, whatever a reader would allocate
+        from either)."""
         from ..schema import array_specs
 
         for spec in array_specs(header):
@@ -147,6 +149,9 @@ class Backend:
             if spec.per != "sample" and tuple(chunks)[0] != spec.chunks[0]:
                 raise KdpcError(f"{self.location}: array {spec.name!r} has chunks {list(chunks)}, expected "
                                 f"{list(spec.chunks)}; it is damaged - {remedy}")
+            why = self.checksum_problem(spec.name)
+            if why:  # without its checksum, damage to this array would read as data
+                raise KdpcError(f"{self.location}: array {spec.name!r} {why}; it is damaged - {remedy}")
 
     def how_to_finish(self) -> str:
         """What finishes this incomplete store: the interrupted copy, or the interrupted recording."""

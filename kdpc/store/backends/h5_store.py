@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from ...errors import KdpcError, exception_line
 from ..schema import BLOCKS_DONE, COMPLETE_ATTR, HEADER_ATTR, LABELS, OUTPUT_GROUP, ArraySpec, StoreHeader
 from ..schema import array_specs, record_array_specs
 from .base import Backend, StoreCorruptError, parts_dir
+from .bounded import check_h5_chunks
 from .files import disk_usage, fsync_dir, fsync_file, write_text_atomic
 
 GZIP_LEVEL = 6
@@ -38,13 +40,24 @@ class H5FileBackend(Backend):
         self.location = str(path)
         self._meta: dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]] = {}
 
-    def _file(self) -> Any:
+    @contextlib.contextmanager
+    def _file(self) -> Iterator[Any]:
+        """The open file; whatever HDF5 raises on damaged metadata becomes one ``KdpcError`` line."""
         import h5py
 
         try:
-            return h5py.File(self.path, "r")
-        except OSError as exc:
-            raise KdpcError(f"cannot open HDF5 record store {self.path} ({exception_line(exc)}); it is damaged or not HDF5") from None
+            f = h5py.File(self.path, "r")
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise KdpcError(f"cannot open HDF5 record store {self.path} ({exception_line(exc)}); it is damaged or "
+                            "not HDF5") from None
+        try:
+            with f:
+                yield f
+        except KdpcError:
+            raise
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError, UnicodeError, AttributeError) as exc:
+            raise KdpcError(f"record store {self.path} is damaged ({exception_line(exc)}); restore it from a copy or "
+                            "record it again") from None
 
     def header_dict(self) -> dict:
         with self._file() as f:
@@ -97,8 +110,10 @@ class H5FileBackend(Backend):
                 raise KdpcError(f"record store {self.path} has no dataset {name!r}; it is damaged")
             ds = f[name]
             try:
+                lo, hi, _ = slice(start, stop).indices(ds.shape[0])
+                check_h5_chunks(ds, lo, hi)  # no chunk inflates past its size
                 return np.asarray(ds[slice(start, stop)])
-            except (OSError, ValueError, RuntimeError) as exc:
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
                 error = exc
             n, c = ds.shape[0], (ds.chunks or ds.shape)[0]
         raise self._locate(name, n, c, start, stop, error) from None
@@ -190,7 +205,7 @@ class H5PartsBackend(Backend):
             try:
                 return np.load(self.dir / PART_LABELS, allow_pickle=False)[slice(start, stop)]
             except (OSError, ValueError) as exc:
-                raise StoreCorruptError(name, 0, exception_line(exc)) from None
+                raise StoreCorruptError(name, 0, exception_line(exc), self.location) from None
         start, stop, _ = slice(start, stop).indices(spec.shape[0])
         out = np.zeros((max(stop - start, 0), *spec.tail), dtype=spec.dtype)
         c = self.header.chunk_records
@@ -204,7 +219,7 @@ class H5PartsBackend(Backend):
                 with h5py.File(p, "r") as f:
                     out[lo - start : hi - start] = f[name][lo - b0 : hi - b0]
             except (OSError, KeyError, ValueError) as exc:
-                raise StoreCorruptError(name, b, f"part file {p.name}: {exception_line(exc)}") from None
+                raise StoreCorruptError(name, b, f"part file {p.name}: {exception_line(exc)}", self.location) from None
         return out
 
     def missing_chunks(self, name: str, indices: Iterable[int]) -> list[int]:

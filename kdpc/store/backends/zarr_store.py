@@ -15,9 +15,11 @@ from .. import locations
 from ..schema import BLOCKS_DONE, COMPLETE_ATTR, COPYING_ATTR, HEADER_ATTR, LABELS, OUTPUT_GROUP, StoreHeader
 from ..schema import array_specs
 from .base import Backend, StoreCorruptError
+from .bounded import install as install_bounded_codecs
 from .files import disk_usage
 
 ZSTD_LEVEL = 9  # measured: levels 15-22 gain < 0.1 B/record on 40-class u8log records
+install_bounded_codecs()
 
 
 def zarr_compressors(dtype: str) -> list:
@@ -105,9 +107,8 @@ class ZarrBackend(Backend):
             with self._lock:
                 arr = self._arrays.get(name)
                 if arr is None:
-                    try:
-                        arr = self.group[name]
-                    except KeyError:
+                    arr = self._member(name)
+                    if arr is None:
                         raise KdpcError(f"record store {self.location} has no array {name!r}; it is damaged") from None
                     # a runtime setting, not stored in the metadata: write every chunk, even all-zero ones, so a
                     # missing chunk object always means damage
@@ -115,8 +116,21 @@ class ZarrBackend(Backend):
                     self._arrays[name] = arr
         return arr
 
+    def _member(self, name: str) -> Any:
+        """The array or group ``name``, None where there is none; unreadable metadata is damage (one line)."""
+        try:
+            return self.group[name]
+        except KeyError:
+            return None
+        except Exception as exc:  # malformed JSON, bad encoding, a damaged zip member...
+            raise KdpcError(f"record store {self.location} is damaged: the metadata of {name!r} is unreadable "
+                            f"({exception_line(exc)}); restore it from a copy or record it again") from None
+
     def header_dict(self) -> dict:
-        return dict(self.group.attrs[HEADER_ATTR])
+        header = self.group.attrs.get(HEADER_ATTR)
+        if not isinstance(header, dict):
+            raise KdpcError(f"record store {self.location} is damaged: its header is not a JSON object")
+        return dict(header)
 
     def copying_attr(self) -> bool:
         return bool(self.group.attrs.get(COPYING_ATTR, False))
@@ -125,21 +139,17 @@ class ZarrBackend(Backend):
         return bool(self.group.attrs.get(COMPLETE_ATTR, False))
 
     def blocks_done(self) -> np.ndarray:
+        # a missing flag chunk reads as 0, "not done" (plain zarr drops all-zero chunks), never as done
         return np.asarray(self.read(BLOCKS_DONE), dtype=np.uint8)
 
     def output_attrs(self) -> dict:
-        try:
-            return dict(self.group[OUTPUT_GROUP].attrs)
-        except KeyError:
-            return {}
+        group = self._member(OUTPUT_GROUP)
+        return {} if group is None else dict(group.attrs)
 
     def has_array(self, name: str) -> bool:
         import zarr
 
-        try:
-            return isinstance(self.group[name], zarr.Array)
-        except KeyError:
-            return False
+        return isinstance(self._member(name), zarr.Array)
 
     def array_meta(self, name: str) -> tuple[tuple[int, ...], str, tuple[int, ...]]:
         arr = self._array(name)

@@ -13,13 +13,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ...errors import KdpcError
+from ...errors import KdpcError, distinguishing_prefixes
 from ...progress import progress
 from ..backends import Backend
 from ..codecs import logsumexp
 from ..schema import LABELS, OUTPUT_GROUP, StoreHeader, record_array_specs
 from ..writer import RecordWriter
-from .sources import open_complete, read_rows
+from .sources import open_complete
 
 @dataclass
 class MergeReport:
@@ -78,11 +78,11 @@ def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress:
     """zarr <-> HDF5 (by ``dst``'s suffix: ``.h5``/``.hdf5`` or a folder): the same header (``created``
     included), labels and encoded arrays, so a reader returns identical data."""
     backend, header = open_complete(src)
-    labels = read_rows(backend, LABELS, 0, header.num_samples)
+    labels = backend.read_present(LABELS, 0, header.num_samples)
     specs = record_array_specs(header)
 
     def block(b: int, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {s.name: read_rows(backend, s.name, start, stop) for s in specs}
+        return {s.name: backend.read_present(s.name, start, stop) for s in specs}
 
     try:
         return _write_store(Output(dst, overwrite, show_progress, break_lease), header, labels, block, "convert")
@@ -107,7 +107,7 @@ def _differences(a: StoreHeader, b: StoreHeader, fields: Sequence[str]) -> list[
         if f == "fingerprint":
             fa, fb = a.dataset.get("fingerprint"), b.dataset.get("fingerprint")
             if fa != fb:
-                out.append(f"dataset fingerprint {str(fa)[:12]}… vs {str(fb)[:12]}…")
+                out.append("dataset fingerprint {} vs {}".format(*distinguishing_prefixes(str(fa), str(fb))))
         elif f == "dataset":
             ka = {k: v for k, v in a.dataset.items() if k != "fingerprint"}
             kb = {k: v for k, v in b.dataset.items() if k != "fingerprint"}
@@ -187,9 +187,9 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
         diff = _differences(a, h, ("fingerprint", "dataset", *_SAME_DATA))
         if diff:
             raise KdpcError(f"cannot merge {names[0]} and {name}: they hold different data ({'; '.join(diff)})")
-    labels = read_rows(backends[0], LABELS, 0, a.num_samples)
+    labels = backends[0].read_present(LABELS, 0, a.num_samples)
     for b, name in zip(backends[1:], names[1:]):
-        if not np.array_equal(read_rows(b, LABELS, 0, a.num_samples), labels):
+        if not np.array_equal(b.read_present(LABELS, 0, a.num_samples), labels):
             raise KdpcError(f"cannot merge {names[0]} and {name}: their labels differ")
     teachers = [teacher_id(h) for h in headers]
     if len(set(map(str, teachers))) == 1:
@@ -211,7 +211,7 @@ def _view_keys(backend: Backend, header: StoreHeader) -> np.ndarray:
     """One opaque row per record: sample id + every parameter's stored bytes (the view's identity)."""
     cols = [_view_major_ids(header, 0, header.num_records)["sample"].astype("<i4").view(np.uint8).reshape(header.num_records, -1)]
     for p in header.params:
-        arr = np.ascontiguousarray(read_rows(backend, p.name, 0, header.num_records))
+        arr = np.ascontiguousarray(backend.read_present(p.name, 0, header.num_records))
         cols.append(arr.view(np.uint8).reshape(header.num_records, -1))
     rows = np.ascontiguousarray(np.concatenate(cols, axis=1))
     return rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1)
@@ -261,7 +261,7 @@ def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: lis
                 hi = rec_offsets[i + 1]
                 s0, s1 = max(start, lo), min(stop, hi)
                 if s0 < s1:
-                    parts.append(read_rows(bk, spec.name, s0 - lo, s1 - lo))
+                    parts.append(bk.read_present(spec.name, s0 - lo, s1 - lo))
             arrays[spec.name] = np.concatenate(parts, axis=0)
         return arrays
 
@@ -279,8 +279,8 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
                             f"the same views, but {'; '.join(diff)}")
     for bk, name, h in zip(backends[1:], names[1:], headers[1:]):
         for p in a.params:
-            if not np.array_equal(read_rows(backends[0], p.name, 0, a.num_records).view(np.uint8),
-                                  read_rows(bk, p.name, 0, h.num_records).view(np.uint8)):
+            if not np.array_equal(backends[0].read_present(p.name, 0, a.num_records).view(np.uint8),
+                                  bk.read_present(p.name, 0, h.num_records).view(np.uint8)):
                 raise KdpcError(f"cannot merge {names[0]} and {name}: they have different teachers, and an ensemble "
                                 f"needs identical views, but their stored {p.name!r} parameters differ")
     w = _parse_weights(weights, len(headers))
@@ -299,10 +299,10 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
         arrays = _view_major_ids(header, start, stop)
         for spec in specs:
             if spec.name not in arrays and not spec.name.startswith(prefix):
-                arrays[spec.name] = read_rows(backends[0], spec.name, start, stop)
+                arrays[spec.name] = backends[0].read_present(spec.name, start, stop)
         stacked = []
         for bk, c, names_ in zip(backends, in_codecs, in_out):
-            raw = {n[len(prefix):]: read_rows(bk, n, start, stop) for n in names_}
+            raw = {n[len(prefix):]: bk.read_present(n, start, stop) for n in names_}
             with np.errstate(all="ignore"):
                 stacked.append(c.decode(raw).astype(np.float64))
         lp = np.stack(stacked, 0) + log_w[:, None, None]

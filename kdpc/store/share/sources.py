@@ -6,8 +6,6 @@ from typing import Any
 
 from ...errors import KdpcError
 from ..backends import Backend, open_store, read_header
-from ..reader import corrupt_error
-from ..backends import StoreCorruptError
 from ..schema import StoreHeader
 
 
@@ -19,11 +17,3 @@ def open_complete(path: Any, what: str = "source") -> tuple[Backend, StoreHeader
         raise KdpcError(f"{what} {backend.location} is incomplete ({done} of {header.num_blocks} blocks done); only "
                         f"complete stores can be shared - {backend.how_to_finish()}")
     return backend, header
-
-
-def read_rows(backend: Backend, name: str, start: int, stop: int):
-    """Rows ``[start, stop)`` of an array, refusing missing chunk objects (zarr would return zeros)."""
-    try:
-        return backend.read_present(name, start, stop)
-    except StoreCorruptError as exc:
-        raise corrupt_error(backend.location, exc) from None
