@@ -25,15 +25,25 @@ VIEW_STREAMS: dict[str, int] = {"train": 0x747261696E5F7631, "record": 0x7265636
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Shape-level augmentation: anisotropic scale, translation, optional rotation, seeded point subset."""
+    """Shape-level augmentation: anisotropic scale, translation, optional rotation, seeded point subset, and
+    optionally *mix views*: with probability ``mix`` a view takes a fraction ``U(0, mix_max]`` of its points from
+    another (seeded) sample of the split, as PointCutMix does, so the teacher is asked about inputs between two
+    shapes - the most informative ones to record (function matching, Beyer et al. 2022)."""
 
     scale_low: float = 2.0 / 3.0
     scale_high: float = 3.0 / 2.0
     translate: float = 0.2
     rotation: str = "none"  # none | up (about up_axis) | so3
     up_axis: int = 1  # ModelNet/ShapeNet h5 files are y-up
+    mix: float = 0.0  # probability that a view is a mix view (0: none, and the store format of earlier versions)
+    mix_max: float = 0.5  # the largest fraction of a mix view's points that come from the partner sample
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.mix <= 1.0:
+            raise KdpcError(f"augment mix must lie in [0, 1], got {self.mix!r}")
+        if not 0.0 < self.mix_max <= 0.5:
+            raise KdpcError(f"augment mix_max must lie in (0, 0.5] (the view's own sample stays the majority), "
+                            f"got {self.mix_max!r}")
         if self.rotation not in ROTATIONS:
             raise KdpcError(f"augment rotation must be one of {ROTATIONS}, got {self.rotation!r}")
         if not 0 < self.scale_low <= self.scale_high:
@@ -44,7 +54,11 @@ class AugmentConfig:
             raise KdpcError("augment up_axis must be 0, 1 or 2")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.mix:  # stores without mix views describe their augmentation exactly as before mixing existed
+            out.pop("mix")
+            out.pop("mix_max")
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "AugmentConfig":
@@ -70,6 +84,8 @@ def param_specs(cfg: AugmentConfig) -> list[ParamSpec]:
     specs = [ParamSpec("seed", (), "uint32"), ParamSpec("scale", (3,), "float16"), ParamSpec("translate", (3,), "float16")]
     if cfg.rotation != "none":
         specs.append(ParamSpec("rotation", (3,), "float16"))  # axis-angle vector, radians
+    if cfg.mix:
+        specs += [ParamSpec("partner", (), "int32"), ParamSpec("mix", (), "float16")]  # 0: not a mix view
     return specs
 
 
@@ -90,9 +106,9 @@ def _uniform(keys: np.ndarray, lane: int) -> np.ndarray:
 
 
 def draw_params(cfg: AugmentConfig, run_seed: int, samples: np.ndarray, views: np.ndarray, *,
-                stream: str) -> dict[str, np.ndarray]:
+                stream: str, num_samples: int | None = None) -> dict[str, np.ndarray]:
     """Quantised parameters for the views ``(samples[k], views[k])`` of ``stream`` (a key of ``VIEW_STREAMS``);
-    depends on nothing else."""
+    depends on nothing else (and, with mix views, on the split's ``num_samples``, which partners are drawn from)."""
     samples = np.asarray(samples, dtype=np.int64).reshape(-1)
     views = np.broadcast_to(np.asarray(views, dtype=np.int64), samples.shape)
     keys = _view_keys(run_seed, samples, views, stream)
@@ -107,6 +123,14 @@ def draw_params(cfg: AugmentConfig, run_seed: int, samples: np.ndarray, views: n
         params["rotation"] = rotvec.astype(np.float16)
     elif cfg.rotation == "so3":
         params["rotation"] = _random_rotvec(_uniform(keys, 7), _uniform(keys, 8), _uniform(keys, 9)).astype(np.float16)
+    if cfg.mix:
+        if not num_samples or num_samples < 2:
+            raise KdpcError("mix views need the split's number of samples (and at least 2 samples)")
+        offset = 1 + np.floor(_uniform(keys, 11) * (num_samples - 1)).astype(np.int64)  # never the sample itself
+        is_mix = _uniform(keys, 10) < cfg.mix
+        fraction = cfg.mix_max * (1.0 - _uniform(keys, 12))  # in (0, mix_max]
+        params["partner"] = np.where(is_mix, (samples + offset) % num_samples, samples).astype(np.int32)
+        params["mix"] = np.where(is_mix, fraction, 0.0).astype(np.float16)
     return params
 
 
@@ -186,11 +210,26 @@ def apply_params(points: np.ndarray, params: Mapping[str, Any], num_points: int)
     return view
 
 
+def mixed_points(params: Mapping[str, Any], num_points: int) -> int:
+    """How many of a view's ``num_points`` points come from its partner sample (0 for a plain view)."""
+    mix = float(np.float16(params.get("mix", 0.0)))
+    return int(round(mix * num_points)) if mix > 0 else 0
+
+
 def replay_view(dataset: Any, sample: int, params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The exact teacher input of a recorded view (and its part labels for segmentation)."""
+    """The exact teacher input of a recorded view (and its part labels for segmentation).
+
+    A mix view is the first ``N - n`` points of the sample's view and the first ``n`` of its partner's, both built
+    with the view's own parameters (``n = mixed_points(params, N)``)."""
     points = apply_params(dataset.points[sample], params, dataset.num_points)
+    n = mixed_points(params, dataset.num_points)
+    if n:
+        partner = apply_params(dataset.points[int(params["partner"])], params, dataset.num_points)
+        points = np.concatenate([points[: dataset.num_points - n], partner[:n]])
     parts = None
     if getattr(dataset, "part_labels", None) is not None:
+        if n:
+            raise KdpcError("mix views are for classification stores; part segmentation records plain views")
         idx = subset_indices(int(params["seed"]), dataset.num_raw_points, dataset.num_points)
         parts = dataset.part_labels[sample][idx]
     return points, parts

@@ -22,6 +22,8 @@ from .common import overrides, yaml_layer
 @click.option("--device", default=None, help="auto, cpu or cuda[:N].")
 @click.option("--seed", type=int, default=None, help="Run seed: views depend only on (seed, sample, view).")
 @click.option("--rotation", type=click.Choice(["none", "up", "so3"]), default=None, help="Recorded rotation.")
+@click.option("--mix", type=float, default=None,
+              help="Share of views that are mix views (part of the points from another sample), in [0, 1].")
 @click.option("--chunk-records", type=int, default=None, help="Records per chunk/block.")
 @click.option("--resume", is_flag=True, default=None, help="Finish an interrupted store.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing store.")
@@ -29,17 +31,15 @@ from .common import overrides, yaml_layer
               help="Record even though another process holds the store's writer lease (only when it is gone).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False))
 def record_cmd(teacher, dataset, data_root, split, views, out, codec, batch_size, workers, device, seed, rotation,
-               chunk_records, resume, overwrite, break_lease, config) -> None:
+               mix, chunk_records, resume, overwrite, break_lease, config) -> None:
     """Run the frozen teacher once over many augmented views and write a record store."""
     from ..config import build_config
     from ..recorder import RecordConfig, record
 
     flags = overrides(teacher=teacher, dataset=dataset, data_root=data_root, split=split, views=views, out=out,
-                       codec=codec, batch_size=batch_size, workers=workers, device=device, seed=seed,
-                       chunk_records=chunk_records, resume=resume, overwrite=overwrite,
-                      break_lease=break_lease)
-    if rotation:
-        flags["augment"] = {"rotation": rotation}
+                      codec=codec, batch_size=batch_size, workers=workers, device=device, seed=seed,
+                      chunk_records=chunk_records, resume=resume, overwrite=overwrite, break_lease=break_lease)
+    flags["augment"] = overrides(rotation=rotation, mix=mix) or None
     cfg = build_config(RecordConfig, yaml_layer(config), flags)
     if not cfg.teacher:
         raise KdpcError("--teacher CKPT is required (make one with `kdpc train`)")

@@ -8,7 +8,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..augment import AugmentConfig, PointAugmentConfig, apply_point_level_with_index, draw_params
-from ..augment import params_at, replay_view
+from ..augment import mixed_points, params_at, replay_view
 from ..training.data import point_rng
 from ..errors import KdpcError, distinguishing_prefixes
 from ..hashing import splitmix64
@@ -93,7 +93,8 @@ class RecordedViews(Dataset):
             params = {spec.name: batch[spec.name] for spec in self.reader.header.params}
         else:
             batch = None
-            params = draw_params(self.augment, self.run_seed, samples, views, stream="record")
+            params = draw_params(self.augment, self.run_seed, samples, views, stream="record",
+                                 num_samples=len(self.dataset))
         items = []
         for k, sample in enumerate(samples):
             points, parts = replay_view(self.dataset, int(sample), params_at(params, k))
@@ -101,6 +102,10 @@ class RecordedViews(Dataset):
                                                           point_rng(self.seed, self.epoch, int(records[k])))
             item: dict[str, Any] = {"points": points, "label": int(self.dataset.labels[sample]),
                                     "record": int(records[k])}
+            if "partner" in params:  # mix views: the CE target is the two labels in the points' proportions
+                n = mixed_points(params_at(params, k), self.dataset.num_points)
+                item["mix"] = np.float32(n / self.dataset.num_points)
+                item["partner_label"] = int(self.dataset.labels[int(params["partner"][k])])
             if batch is not None:
                 teacher = batch["logprobs"][k]
                 item["teacher_logprobs"] = teacher[index] if parts is not None else teacher

@@ -111,6 +111,7 @@ def label_smoothing_ce(
     target: Tensor,
     smoothing: float = 0.1,
     ignore_index: int = -100,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy against label-smoothed one-hot targets, averaged over the non-ignored targets.
 
@@ -125,6 +126,9 @@ def label_smoothing_ce(
             mean. Other out-of-range ids raise.
         smoothing: in ``[0, 1)``; 0 is plain cross-entropy.
         ignore_index: target value to skip.
+        weight: optional per-target weight with ``target``'s shape: the mean becomes ``sum_i w_i loss_i / n`` over
+            the ``n`` valid targets (mix views: ``(1 - lambda)`` for the view's own label, ``lambda`` for its
+            partner's, in two calls that add up).
 
     Returns:
         Scalar mean over valid targets (0, attached to the graph, when none is valid).
@@ -150,7 +154,12 @@ def label_smoothing_ce(
             raise KdpcError(f"target class ids must lie in [0, {num_classes}) or equal ignore_index={ignore_index}")
         nll = -logp.gather(1, y[:, None]).squeeze(1)
         uniform = -logp.mean(dim=-1)  # = -(1/C) sum_c log p_c
-        return ((1.0 - eps) * nll + eps * uniform).mean()
+        per_target = (1.0 - eps) * nll + eps * uniform
+        if weight is not None:
+            if weight.shape != target.shape:
+                raise KdpcError(f"ce weight has shape {tuple(weight.shape)}, expected {tuple(target.shape)}")
+            per_target = per_target * weight.detach().float().reshape(-1)[valid]
+        return per_target.mean()
 
 
 def kd_loss(

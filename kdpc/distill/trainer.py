@@ -71,6 +71,17 @@ class DistillConfig(FitConfig):
             raise KdpcError("give --records STORE (offline distillation) or --online-teacher CKPT (the baseline)")
 
 
+def mixed_ce(logits: torch.Tensor, batch: dict[str, Any], label: torch.Tensor, smoothing: float,
+             device: torch.device) -> torch.Tensor:
+    """CE to the labels; on mix views to both labels, weighted by the share of points each sample gave."""
+    if "mix" not in batch:
+        return label_smoothing_ce(logits, label, smoothing=smoothing)
+    mix = batch["mix"].to(device)
+    partner = batch["partner_label"].to(device)
+    return (label_smoothing_ce(logits, label, smoothing=smoothing, weight=1.0 - mix)
+            + label_smoothing_ce(logits, partner, smoothing=smoothing, weight=mix))
+
+
 def default_out(cfg: DistillConfig) -> Path:
     source = Path(str(cfg.records or cfg.online_teacher).rstrip("/")).name.split(".")[0]
     return Path("runs") / f"{cfg.student}-{source}{'-online' if cfg.online_teacher else ''}"
@@ -177,7 +188,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             logits = logits.float()
         else:
             logits = model_forward(model, points, label).float()
-            terms = {"ce": label_smoothing_ce(logits, label, smoothing=cfg.label_smoothing),
+            terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
                      "kd": kd_loss(logits, teacher_logprobs, cfg.temperature)}
             total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
         target = batch["parts"].to(device) if task == "partseg" else label

@@ -223,7 +223,7 @@ def _block_columns(start: int, stop: int, outputs: list, dataset, augment: Augme
     records = np.arange(start, stop)
     samples, views = sample_view(records, len(dataset))
     columns: dict[str, np.ndarray] = {"sample": samples.astype(np.int32), "view": views.astype(np.uint16)}
-    columns.update(draw_params(augment, seed, samples, views, stream="record"))
+    columns.update(draw_params(augment, seed, samples, views, stream="record", num_samples=len(dataset)))
     if isinstance(outputs[0], dict):
         columns.update(concat_seg_outputs(outputs))
     else:

@@ -105,7 +105,8 @@ def make_seg_header_fields(ckpt: Any, dataset: Any, cfg: Any, teacher: torch.nn.
 def view_seeds(records: Any, num_samples: int, augment: AugmentConfig, run_seed: int) -> np.ndarray:
     """The stored ``seed`` parameter of each record id (what ``anchor_indices`` is keyed by)."""
     r = np.asarray(records, dtype=np.int64).reshape(-1)
-    return draw_params(augment, run_seed, *sample_view(r, num_samples), stream="record")["seed"]
+    return draw_params(augment, run_seed, *sample_view(r, num_samples), stream="record",
+                       num_samples=num_samples)["seed"]
 
 
 _PROJECTIONS: dict[tuple[int, int, int], np.ndarray] = {}

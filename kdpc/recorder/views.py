@@ -28,7 +28,8 @@ class RecordViews(Dataset):
     def __getitems__(self, records: list[int]) -> list[dict[str, Any]]:
         """A whole batch at once: the parameters of all its views come from one vectorised draw."""
         samples, views = sample_view(np.asarray(records), len(self.dataset))
-        params = draw_params(self.augment, self.run_seed, samples, views, stream="record")
+        params = draw_params(self.augment, self.run_seed, samples, views, stream="record",
+                             num_samples=len(self.dataset))
         items = []
         for k, (record, sample) in enumerate(zip(records, samples)):
             points, parts = replay_view(self.dataset, int(sample), params_at(params, k))

@@ -231,6 +231,10 @@ def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg:
             col.problem("params", f"block {b}: scale outside [{cfg.scale_low}, {cfg.scale_high}] (min {v.min():.4g}, max {v.max():.4g})")
         if p.name == "translate" and v.size and np.abs(v).max() > cfg.translate * (1 + tol) + 1e-7:
             col.problem("params", f"block {b}: translate outside +-{cfg.translate} (max |t| {np.abs(v).max():.4g})")
+        if p.name == "partner" and v.size and (v.min() < 0 or v.max() >= header.num_samples):
+            col.problem("params", f"block {b}: mix partners outside the {header.num_samples} samples")
+        if p.name == "mix" and v.size and (v.min() < 0 or v.max() > cfg.mix_max * (1 + tol)):
+            col.problem("params", f"block {b}: mix fractions outside [0, {cfg.mix_max}]")
         if p.name == "rotation":
             if cfg.rotation == "none":
                 col.problem("params", f"block {b}: a rotation is stored but the augment config has rotation 'none'")
@@ -247,7 +251,8 @@ def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg:
     start, stop = header.block_range(b)
     records = np.arange(start, stop, dtype=np.int64)
     try:
-        expected = draw_params(cfg, header.run_seed, *header.sample_view(records), stream=header.view_stream)
+        expected = draw_params(cfg, header.run_seed, *header.sample_view(records), stream=header.view_stream,
+                               num_samples=header.num_samples)
     except Exception:  # noqa: BLE001 - a replay rule this kdpc does not know; the range checks above still ran
         return
     differ = [name for name, arr in expected.items() if name in data and not np.array_equal(

@@ -25,7 +25,7 @@ def block_columns(header: StoreHeader, block: int, logprobs: np.ndarray,
     start, stop = header.block_range(block)
     samples, views = header.sample_view(np.arange(start, stop))
     params = draw_params(AugmentConfig.from_dict(header.augment), header.run_seed, samples, views,
-                         stream=header.view_stream)
+                         stream=header.view_stream, num_samples=header.num_samples)
     cols = {"sample": samples, "view": views, **params, "logprobs": np.asarray(logprobs)[start:stop]}
     if FEATURES in column_names(header):
         if features is None:

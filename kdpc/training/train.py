@@ -62,6 +62,9 @@ def _train(cfg: TrainConfig, device: torch.device, world: World, log) -> tuple[L
         + (f", {world.size} processes (global batch {cfg.batch_size})" if world.enabled else ""))
 
     augment = AugmentConfig.from_dict(cfg.augment)
+    if augment.mix:
+        raise KdpcError("mix views are recorded views (kdpc record --mix P) that distillation learns from; "
+                        "kdpc train draws plain views - leave augment.mix out")
     views = EpochViews(data, augment, PointAugmentConfig.from_dict(cfg.point_augment), cfg.seed)
     loader, optimizer, scheduler = build_optimisation(cfg, views, model, world, device)
     ddp = wrap_ddp(model, device, world)  # `model` stays the plain module (evaluation, checkpoints)
