@@ -404,6 +404,9 @@ ARRAY_DOCS = {
     "scale": "anisotropic scale",
     "translate": "translation",
     "rotation": "axis-angle vector, radians (only if augment `rotation != \"none\"`)",
+    "partner": "mix views: the other sample some points come from (the record's own sample otherwise; only if "
+               "augment `mix > 0`)",
+    "mix": "mix views: the fraction of points from `partner`, 0 for a plain view (only if augment `mix > 0`)",
     OUTPUT_GROUP: "teacher output, arrays per codec (section 4)",
     FEATURES: "teacher features at the view's anchors (only `partseg` with `num_anchors > 0`; section 8)",
     LABELS: "ground-truth label per *sample* (`-1` = unknown; int32 if `C > 32767`); the object category for "
@@ -419,7 +422,7 @@ def array_table() -> str:
 
     s, v, c, chunk, m, d = 11, 2, 13, 4, 9, 7  # distinct sizes, so each maps back to its symbol
     cls = StoreHeader(num_samples=s, num_views=v, num_classes=c, chunk_records=chunk,
-                      augment=AugmentConfig(rotation="up").to_dict())
+                      augment=AugmentConfig(rotation="up", mix=0.5).to_dict())
     seg = StoreHeader(task="partseg", num_samples=s, num_views=v, num_classes=c, chunk_records=chunk, num_points=17,
                       num_anchors=m, feature_dim=d)
     symbols = {cls.num_records: "R", s: "S", chunk: "chunk_records", c: "C", m: "M", d: "D", cls.num_blocks: "n_blocks"}
