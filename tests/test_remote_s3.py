@@ -4,6 +4,7 @@ info / verify / distill from s3://, copy back, no credential ever written into a
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import pickle
@@ -190,8 +191,9 @@ def test_remote_refusals(s3, tmp_path, capsys):
     src = tmp_path / "r.zarr"
     synth(src)
     copy_store(src, url("ro.zarr"))
+    # object storage takes writes (kdpc record --out s3://...); plain HTTP never does
     with pytest.raises(KdpcError, match="read-only"):
-        open_store(url("ro.zarr"), "r+")
+        open_store("https://example.invalid/ro.zarr", "r+")
     code, _, err = cli(capsys, "records", "info", url("nothing-here.zarr"))
     assert code == 2 and err.startswith("kdpc: error: no record store at s3://") and len(err.strip().splitlines()) == 1
     code, _, err = cli(capsys, "records", "copy", src, "s3://no-such-bucket-kdpc/x.zarr")
@@ -199,3 +201,83 @@ def test_remote_refusals(s3, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
     code, _, err = cli(capsys, "records", "copy", src, "https://example.invalid/x.zarr")
     assert code == 2 and "read-only" in err
+
+
+KILLABLE_RECORD = """
+import os, sys, time
+from pathlib import Path
+import kdpc.recorder.run as run
+
+Path(sys.argv[1], f"pid.{os.environ['RANK']}").write_text(str(os.getpid()))
+columns = run._block_columns
+
+
+def slow_block_columns(*args, **kwargs):
+    time.sleep(0.4)
+    return columns(*args, **kwargs)
+
+
+run._block_columns = slow_block_columns
+from kdpc.cli import main
+
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_record_straight_into_s3_killed_and_resumed_equal_a_local_store(s3, tiny_teacher, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kdpc.testing.stores import store_contents
+
+    args = ["record", "--teacher", str(tiny_teacher), "--views", "3", "--chunk-records", "16", "--batch-size", "8",
+            "--device", "cpu"]
+    local = tmp_path / "local.zarr"
+    subprocess.run([sys.executable, "-m", "kdpc", *args, "--out", str(local)], check=True, capture_output=True)
+    target = url("recorded.zarr")
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE_RECORD)
+    env = {**os.environ, "KDPC_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.Popen([*run, str(script), str(tmp_path), *args, "--out", target], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        done = 0
+        while done < 3:  # a few blocks land in the bucket, then rank 1 is killed -9
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no block reached the bucket in time"
+            time.sleep(0.2)
+            try:
+                done = int(RecordReader(target, require_complete=False).done_records().sum() // 16)
+            except KdpcError:
+                done = 0
+        os.kill(int((tmp_path / "pid.1").read_text()), signal.SIGKILL)
+        proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(KdpcError, match="incomplete"):
+        RecordReader(target)
+    resumed = subprocess.run([*run, "-m", "kdpc", *args, "--out", target, "--resume"], env=env, capture_output=True,
+                             text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming:" in resumed.stdout
+    (header_s3, arrays_s3), (header_local, arrays_local) = store_contents(target), store_contents(local)
+    assert header_s3 == header_local and sorted(arrays_s3) == sorted(arrays_local)
+    for name in arrays_local:
+        np.testing.assert_array_equal(arrays_s3[name], arrays_local[name], err_msg=name)
+    assert not s3.fs.exists(f"{BUCKET}/recorded.zarr.lease")  # the lease went with the writer
+    s3.fs.invalidate_cache()
+    assert ACCESS not in json.dumps(s3_tree(s3.fs, "recorded.zarr"), default=str)
+    distilled = subprocess.run([sys.executable, "-m", "kdpc", "distill", "--records", target, "--epochs", "1",
+                                "--batch-size", "16", "--device", "cpu", "--out", str(tmp_path / "run")], env=env,
+                               capture_output=True, text=True, timeout=180)
+    assert distilled.returncode == 0, distilled.stderr
+    assert (tmp_path / "run" / "student.pt").exists()

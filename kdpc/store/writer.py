@@ -1,7 +1,8 @@
 """``RecordWriter``: the one write path of every store. It creates / overwrites / resumes / attaches a store and
 writes it one block at a time: ``write_block`` takes teacher outputs and encodes them (``kdpc record``),
 ``write_encoded_block`` takes arrays already in the store's encoding (merge, convert). ``finalize`` applies the one
-completion rule; ``remove_store`` is the one delete.
+completion rule; ``Target.remove`` is the one delete. Stores go to a local folder / ``.h5`` file or, as zarr, to an
+object-storage URL (``s3://``, ``gs://``...): torchrun ranks then write their blocks there directly.
 
 A block is written completely (every array) before its flag is set, so a crash leaves at most one unflagged,
 half-written block that ``pending_blocks()`` hands out again. ``write_block`` is thread-safe for distinct blocks,
@@ -29,49 +30,98 @@ from .schema import labels_dtype, record_array_specs
 MODES = ("create", "overwrite", "resume")
 
 
-def _exists(path: Path) -> bool:
-    if is_h5_path(path):
-        return path.exists() or parts_dir(path).exists()
-    return path.exists() or path.is_symlink()
+class Target:
+    """Where a writer puts a store: a local folder / ``.h5`` file, or a zarr store under an object-storage URL
+    (``s3://``, ``gs://``, any fsspec filesystem that writes). Knows how to tell whether something is there, whether
+    it is a kdpc store (so ``--overwrite`` may delete it), and how to delete it."""
 
+    def __init__(self, path: Any) -> None:
+        self.spec = path
+        self.local = locations.local_path(path)
+        self.name = str(self.local) if self.local is not None else locations.redact(path)
+        if self.local is None:
+            if not isinstance(path, str) or locations.scheme(path) in locations.READ_ONLY_SCHEMES:
+                raise KdpcError(f"{self.name}: stores are written to a folder, a .h5 file or an object-storage URL "
+                                "(s3://, gs://...)")
+            if is_h5_path(path):
+                raise KdpcError(f"{self.name}: HDF5 stores are local files; write a zarr store to object storage")
+            from fsspec.core import url_to_fs
 
-def _check_out_dir(path: Path) -> None:
-    parent = path.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KdpcError(f"cannot create output folder {parent} ({exc.strerror or exc}); pick a writable location") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise KdpcError(f"output folder {parent} is not writable; pick a writable location")
+            self.fs, self.root = url_to_fs(path)
+        if locations.is_zip(path):
+            raise KdpcError(f"{self.name}: write a folder (or .h5), then `kdpc records pack` it")
 
+    @property
+    def is_h5(self) -> bool:
+        return self.local is not None and is_h5_path(self.local)
 
-def _looks_like_store(path: Path) -> bool:
-    """True for something kdpc wrote (so --overwrite may delete it) or an empty folder."""
-    if is_h5_path(path):
-        if parts_dir(path).is_dir() and (parts_dir(path) / "header.json").is_file():
-            return True
-        if path.is_file():
+    def exists(self) -> bool:
+        if self.local is None:
+            return bool(self.fs.exists(f"{self.root}/zarr.json"))
+        if self.is_h5:
+            return self.local.exists() or parts_dir(self.local).exists()
+        return self.local.exists() or self.local.is_symlink()
+
+    def prepare(self) -> None:
+        if self.local is None:
+            return
+        parent = self.local.absolute().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KdpcError(f"cannot create output folder {parent} ({exc.strerror or exc}); pick a writable "
+                            "location") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise KdpcError(f"output folder {parent} is not writable; pick a writable location")
+
+    def looks_like_store(self) -> bool:
+        """True for something kdpc wrote (so --overwrite may delete it) or an empty folder."""
+        if self.local is None:
             try:
-                H5FileBackend(path).header_dict()
+                return f'"{HEADER_ATTR}"' in self.fs.cat_file(f"{self.root}/zarr.json").decode("utf-8", "replace")
+            except FileNotFoundError:
                 return True
-            except KdpcError:
-                return False
-        return not path.exists()
-    if path.is_dir():
-        if not any(path.iterdir()):
-            return True
-        meta = path / "zarr.json"
-        return meta.is_file() and f'"{HEADER_ATTR}"' in meta.read_text(encoding="utf-8", errors="replace")
-    return False
+        path = self.local
+        if self.is_h5:
+            if parts_dir(path).is_dir() and (parts_dir(path) / "header.json").is_file():
+                return True
+            if path.is_file():
+                try:
+                    H5FileBackend(path).header_dict()
+                    return True
+                except KdpcError:
+                    return False
+            return not path.exists()
+        if path.is_dir():
+            if not any(path.iterdir()):
+                return True
+            meta = path / "zarr.json"
+            return meta.is_file() and f'"{HEADER_ATTR}"' in meta.read_text(encoding="utf-8", errors="replace")
+        return False
+
+    def remove(self) -> None:
+        """Delete the store and everything a writer leaves beside it (``.h5.parts`` folder, ``.tmp`` file)."""
+        if self.local is None:
+            try:
+                self.fs.rm(self.root, recursive=True)
+            except FileNotFoundError:
+                pass
+            return
+        for p in (self.local, parts_dir(self.local), Path(str(self.local) + ".tmp")):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
 
 
-def remove_store(path: Path) -> None:
-    """Delete a local store and everything a writer leaves beside it (``.h5.parts`` folder, ``.tmp`` file)."""
-    for p in (path, parts_dir(path), Path(str(path) + ".tmp")):
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
+def remove_store(path: Any) -> None:
+    """Delete a store (local or at a URL) and what a writer leaves beside it."""
+    Target(path).remove()
+
+
+def _open_for_writing(target: Target) -> Backend:
+    # a finished .h5 opens read-only: it takes no more blocks (the writer reports it complete)
+    return open_store(target.spec, "r" if target.is_h5 and target.local.is_file() else "r+")
 
 
 def _check_labels(labels: Any, header: StoreHeader) -> np.ndarray:
@@ -93,8 +143,9 @@ def _check_labels(labels: Any, header: StoreHeader) -> np.ndarray:
 class RecordWriter:
     """Writes blocks of records. Build with ``RecordWriter.open`` (or ``attach`` from another process)."""
 
-    def __init__(self, path: Path, backend: Backend, header: StoreHeader, lease: WriterLease | None = None) -> None:
-        self.path = path
+    def __init__(self, target: Target, backend: Backend, header: StoreHeader, lease: WriterLease | None = None) -> None:
+        self.target = target
+        self.path = target.local if target.local is not None else target.name  # what messages and callers show
         self._lease = lease  # None for the torchrun ranks that attach to a store rank 0 holds
         self._backend = backend
         self._header = header
@@ -115,77 +166,71 @@ class RecordWriter:
         writer lease (``kdpc.store.lease``, naming ``command``) until ``close``."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        p = locations.local_path(path)
-        if p is None:
-            raise KdpcError(f"{locations.redact(path)}: stores are written locally; write one here, then "
-                            "`kdpc records copy` it there")
-        if locations.is_zip(p):
-            raise KdpcError(f"{p}: write a folder (or .h5), then `kdpc records pack` it")
+        target = Target(path)
         header.validate()
         labels_arr = _check_labels(labels, header)
-        _check_out_dir(p)
-        lease = WriterLease.acquire(p, command, break_lease=break_lease)  # before anything is looked at or deleted
+        target.prepare()
+        lease = WriterLease.acquire(path, command, break_lease=break_lease)  # before anything is looked at or deleted
         try:
-            return cls._open_leased(p, header, mode, labels, labels_arr, resumable, lease)
+            return cls._open_leased(target, header, mode, labels, labels_arr, resumable, lease)
         except BaseException:
             lease.release()
             raise
 
     @classmethod
-    def _open_leased(cls, p: Path, header: StoreHeader, mode: str, labels: Any, labels_arr: np.ndarray,
+    def _open_leased(cls, target: Target, header: StoreHeader, mode: str, labels: Any, labels_arr: np.ndarray,
                      resumable: bool, lease: WriterLease) -> "RecordWriter":
-        exists = _exists(p)
+        exists = target.exists()
         if exists and mode == "create":
-            raise KdpcError(f"{p} exists; pass {'--resume to finish it or ' if resumable else ''}--overwrite to "
-                            "replace it")
+            raise KdpcError(f"{target.name} exists; pass {'--resume to finish it or ' if resumable else ''}"
+                            "--overwrite to replace it")
         if mode == "resume":
             if not exists:
-                raise KdpcError(f"nothing to resume at {p}; run without --resume to start recording there")
-            return cls._resume(p, header, labels, lease)
+                raise KdpcError(f"nothing to resume at {target.name}; run without --resume to start recording there")
+            return cls._resume(target, header, labels, lease)
         if exists:  # overwrite
-            if not _looks_like_store(p):
-                raise KdpcError(f"{p} exists and is not a kdpc record store; refusing to delete it, pick another path")
-            remove_store(p)
+            if not target.looks_like_store():
+                raise KdpcError(f"{target.name} exists and is not a kdpc record store; refusing to delete it, pick "
+                                "another path")
+            target.remove()
         try:
             backend: Backend
-            if is_h5_path(p):
-                backend = H5PartsBackend.create(p, header, labels_arr)
+            if target.is_h5:
+                backend = H5PartsBackend.create(target.local, header, labels_arr)
             else:
-                backend = ZarrBackend.create(p, header, labels_arr)
-        except OSError as exc:  # permissions, read-only or full disk
-            raise KdpcError(f"cannot write the record store at {p} ({exc.strerror or exc}); pick a writable location") from None
-        return cls(p, backend, header, lease)
+                backend = ZarrBackend.create(target.spec, header, labels_arr)
+        except OSError as exc:  # permissions, read-only or full disk, a missing bucket
+            raise KdpcError(f"cannot write the record store at {target.name} ({exception_line(exc)}); pick a "
+                            "writable location") from None
+        return cls(target, backend, header, lease)
 
     @classmethod
-    def _resume(cls, p: Path, header: StoreHeader, labels: Any, lease: WriterLease) -> "RecordWriter":
-        backend = open_store(p, "r") if is_h5_path(p) and p.is_file() else open_store(p, "r+")
+    def _resume(cls, target: Target, header: StoreHeader, labels: Any, lease: WriterLease) -> "RecordWriter":
+        backend = _open_for_writing(target)
         stored = read_header(backend)
         differ = stored.diff(header)
         if differ:
             raise KdpcError(
-                f"{p} was recorded with different settings ({', '.join(differ)}); resume with the same settings "
-                "or pass --overwrite to start over"
+                f"{target.name} was recorded with different settings ({', '.join(differ)}); resume with the same "
+                "settings or pass --overwrite to start over"
             )
         backend.check_structure(stored, "pass --overwrite to record it again")
         if labels is not None:
             old = np.asarray(backend.read(LABELS))
             if not np.array_equal(old, _check_labels(labels, stored)):
-                raise KdpcError(f"{p} was recorded with other dataset labels; resume with the same dataset or pass --overwrite")
-        return cls(p, backend, stored, lease)
+                raise KdpcError(f"{target.name} was recorded with other dataset labels; resume with the same dataset "
+                                "or pass --overwrite")
+        return cls(target, backend, stored, lease)
 
     @classmethod
     def attach(cls, path: str | os.PathLike) -> "RecordWriter":
-        """Open a store another process created, to write some of its blocks (torchrun ranks; rank 0 creates)."""
-        p = locations.local_path(path)
-        if p is None:
-            raise KdpcError(f"{path}: recording writes local stores only for now")
-        if is_h5_path(p) and p.is_file():
-            backend: Backend = open_store(p, "r")
-        else:
-            backend = open_store(p, "r+")
+        """Open a store another process created, to write some of its blocks (torchrun ranks; rank 0 creates and
+        holds the lease)."""
+        target = Target(path)
+        backend = _open_for_writing(target)
         header = read_header(backend)
         backend.check_structure(header, "pass --overwrite to record it again")
-        return cls(p, backend, header)
+        return cls(target, backend, header)
 
     # ---------------------------------------------------------------------------------------------- state
     @property
@@ -242,7 +287,7 @@ class RecordWriter:
     def discard(self) -> None:
         """Delete the store this writer started (a merge or convert that failed midway), then let go of it."""
         self._backend.close()
-        remove_store(self.path)
+        self.target.remove()
         self.close()  # the lease goes last: nobody else starts on a half-deleted store
 
     def _prepare(self, block: int, start: int, stop: int, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -56,9 +56,8 @@ class ZarrBackend(Backend):
         lp = locations.local_path(path)
         if lp is not None and not lp.exists():
             raise KdpcError(f"no record store at {lp}")
-        if mode != "r" and (locations.is_url(path) or locations.is_zip(path)):
-            raise KdpcError(f"{locations.redact(path)}: remote and packed stores open read-only; write a local store and "
-                            "`kdpc records copy` it there")
+        if mode != "r" and locations.is_zip(path):
+            raise KdpcError(f"{locations.redact(path)}: packed stores open read-only; unpack it to write to it")
         try:
             group = zarr.open_group(store=locations.zarr_store(path, mode), mode="r" if mode == "r" else "r+")
         except KdpcError:
@@ -72,7 +71,7 @@ class ZarrBackend(Backend):
         return cls(group, locations.redact(path), lp)
 
     @classmethod
-    def create(cls, path: Path, header: StoreHeader, labels: np.ndarray) -> "ZarrBackend":
+    def create(cls, path: Any, header: StoreHeader, labels: np.ndarray) -> "ZarrBackend":
         import zarr
 
         group = zarr.open_group(
@@ -95,7 +94,7 @@ class ZarrBackend(Backend):
                 dimension_names=spec.dims,
                 config={"write_empty_chunks": True},
             )
-        backend = cls(group, str(path), path)
+        backend = cls(group, locations.redact(path), locations.local_path(path))
         backend._array(LABELS)[:] = labels
         backend._array(BLOCKS_DONE)[:] = 0  # every flag chunk exists from the start
         return backend
