@@ -1,18 +1,30 @@
-"""Accuracy evidence on the embedded dataset: does offline distillation (and NWSD) make the small student better?
+"""Does offline distillation make the small student better?  The paired-seed benchmark of docs/benchmarks.md.
 
-One teacher; for every student variant several seeds (mean +- std of test OA / mAcc):
-  CE only | online KD | offline KD | offline KD + NWSD (default source) ; then the NWSD ablation (source x beta)
-  and OA vs the number of recorded views. Runs are spread over --jobs processes (1 torch thread each).
+One teacher (the shipped recipe: pointmlp-tiny, 60 epochs, no label smoothing), recorded once (50 views, the
+recorder's own view stream); then for every student and every seed the arms below, each seed's arms sharing the
+student's initialisation seed and data order where the code allows. Every run keeps the epoch chosen on the
+validation split; the test split is scored once at the end and never chooses anything.
 
-    python bench/accuracy.py                          # CPU defaults: ~25 min on 2 quiet cores
-    python bench/accuracy.py --quick                  # smoke run (1 seed, few epochs): checks the pipeline only
+  ce       the student trained alone (kdpc train)
+  kd       offline KD from the records with kdpc distill's defaults
+  nwsd     kd + negative-weight self-distillation (sharpen, -0.2)
+  online   the classic online KD baseline: the teacher runs every step on the trainer's views
+  nokd     CE on the recorded views, no KD term (the finite-view penalty)
+
+Per arm: val and test OA mean +- std; against CE the paired difference +- standard error, and the fraction of the
+teacher - CE gap closed (paired mean +- s.e.). Runs go to --jobs 1-thread processes and survive interruption
+(each finished run is a JSON file in --workdir; rerunning skips them).
+
+    python bench/accuracy.py                                     # ~6 CPU-hours: run it on a quiet box
+    python bench/accuracy.py --students pointnet-tiny --arms ce,kd --seeds 1,2,3
+    python bench/accuracy.py --quick                             # a 2-minute smoke run of the pipeline
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import math
 import multiprocessing as mp
 import statistics
 import sys
@@ -23,189 +35,210 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table  # noqa: E402
 
+ARMS = {"ce": "CE only", "kd": "offline KD", "nwsd": "offline KD + NWSD", "online": "online KD",
+        "nokd": "recorded views, no KD"}
+
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
-    """One training run in a worker process; returns its test metrics."""
+    """One run in a worker process (1 torch thread); returns the chosen checkpoint's metrics."""
     import os
 
     os.environ["KDPC_NO_PROGRESS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+    from kdpc.checkpoint import load_checkpoint
     from kdpc.distill.trainer import DistillConfig, distill
-    from kdpc.training.evaluate import evaluate_checkpoint
+    from kdpc.recorder import RecordConfig, record
     from kdpc.training.train import TrainConfig, train
 
     quiet = lambda line: None  # noqa: E731
     started = time.perf_counter()
+    if spec["kind"] == "record":
+        record(RecordConfig(**spec["cfg"]), log=quiet, show_progress=False)
+        return {**spec, "metrics": {}, "seconds": time.perf_counter() - started}
     if spec["kind"] == "train":
         _, path = train(TrainConfig(**spec["cfg"]), log=quiet)
     else:
         _, run = distill(DistillConfig(**spec["cfg"]), log=quiet)
         path = run / "student.pt"
-    result = evaluate_checkpoint(str(path), device="cpu")
-    return {**spec, "oa": result["oa"], "macc": result["macc"], "params": result["params"],
-            "seconds": time.perf_counter() - started}
+    return {**spec, "metrics": load_checkpoint(path).metrics, "seconds": time.perf_counter() - started}
 
 
-def run_all(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
-    todo = [s for s in specs if not Path(s["done_file"]).exists()]
-    results = [json.loads(Path(s["done_file"]).read_text()) for s in specs if Path(s["done_file"]).exists()]
-    with mp.get_context("spawn").Pool(jobs) as pool:
+def run_all(specs: list[dict[str, Any]], jobs: int, report_only: bool = False) -> list[dict[str, Any]]:
+    done = [s for s in specs if Path(s["done_file"]).exists()]
+    results = [json.loads(Path(s["done_file"]).read_text()) for s in done]
+    todo = [s for s in specs if s not in done]
+    if not todo or report_only:
+        return results
+    with mp.get_context("spawn").Pool(min(jobs, len(todo))) as pool:
         for result in pool.imap_unordered(_job, todo):
             Path(result["done_file"]).write_text(json.dumps(result))  # finished runs survive an interrupted bench
-            print(f"  {result['name']:<28s} seed {result['seed']}: OA {100 * result['oa']:.2f} "
-                  f"({result['seconds']:.0f}s)", flush=True)
+            metrics = result["metrics"]
+            print(f"  {result['name']:<40s} test OA {100 * metrics.get('test/oa', float('nan')):6.2f} "
+                  f"({result['seconds'] / 60:.1f} min)", flush=True)
             results.append(result)
     return results
 
 
-def summarise(results: list[dict[str, Any]], names: list[str]) -> list[list[str]]:
+def mean_std(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.2f}" if xs else "-"
+
+
+def mean_se(xs: list[float], scale: float = 1.0, unit: str = "") -> str:
+    if not xs:
+        return "-"
+    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan")
+    return f"{scale * statistics.mean(xs):+.2f}{unit} ± {scale * se:.2f}{unit}"
+
+
+def test_oa(run: dict[str, Any]) -> float:
+    return 100 * run["metrics"]["test/oa"]
+
+
+def student_rows(results: list[dict[str, Any]], student: str, arms: list[str], teacher_oa: float) -> list[list[str]]:
+    runs = {arm: {r["seed"]: r for r in results if r.get("student") == student and r.get("arm") == arm} for arm in arms}
     rows = []
-    for name in names:
-        runs = [r for r in results if r["name"] == name]
-        if not runs:
+    for arm in arms:
+        by_seed = runs[arm]
+        if not by_seed:
             continue
-        oa = [100 * r["oa"] for r in runs]
-        macc = [100 * r["macc"] for r in runs]
-        std = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
-        rows.append([name, f"{statistics.mean(oa):.2f} ± {std(oa):.2f}", f"{statistics.mean(macc):.2f} ± {std(macc):.2f}",
-                     str(len(runs)), f"{runs[0]['params']:,}"])
+        seeds = sorted(by_seed)
+        test = [test_oa(by_seed[s]) for s in seeds]
+        val = [100 * by_seed[s]["metrics"]["val/oa"] for s in seeds]
+        diff = paired(results, student, arm, "ce") if arm != "ce" else []
+        gap = gap_closed(results, student, arm, teacher_oa) if arm != "ce" else []
+        rows.append([student, ARMS[arm], mean_std(val), mean_std(test), mean_se(diff), mean_se(gap, 100, " %"),
+                     ", ".join(f"{x:.2f}" for x in test), str(len(seeds))])
     return rows
 
 
-def mean_oa(results, name) -> float:
-    runs = [100 * r["oa"] for r in results if r["name"] == name]
-    return statistics.mean(runs) if runs else float("nan")
+def gap_closed(results, student: str, arm: str, teacher_oa: float) -> list[float]:
+    ce = {r["seed"]: test_oa(r) for r in results if r.get("student") == student and r.get("arm") == "ce"}
+    runs = {r["seed"]: test_oa(r) for r in results if r.get("student") == student and r.get("arm") == arm}
+    return [(runs[s] - ce[s]) / (teacher_oa - ce[s]) for s in sorted(runs) if s in ce and teacher_oa > ce[s]]
 
 
-def main():
+def paired(results, student: str, arm: str, base: str) -> list[float]:
+    a = {r["seed"]: test_oa(r) for r in results if r.get("student") == student and r.get("arm") == arm}
+    b = {r["seed"]: test_oa(r) for r in results if r.get("student") == student and r.get("arm") == base}
+    return [a[s] - b[s] for s in sorted(a) if s in b]
+
+
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="pointmlp-tiny")
-    p.add_argument("--student", default="pointnet-tiny")
-    p.add_argument("--teacher-epochs", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--sweep-seeds", type=int, default=1, help="seeds for the OA-vs-views sweep")
-    p.add_argument("--views", type=int, default=10, help="recorded views the main comparison distills from")
-    p.add_argument("--view-sweep", default="1,2,5,10,20")
-    p.add_argument("--nwsd-sources", default="ema,past,sharpen")
-    p.add_argument("--nwsd-weights", default="-0.05,-0.2")
-    p.add_argument("--default-source", default=None, help="NWSD source of the main table (default: kdpc's default)")
+    p.add_argument("--teacher-epochs", type=int, default=60)
+    p.add_argument("--teacher-seed", type=int, default=100)
+    p.add_argument("--views", type=int, default=50)
+    p.add_argument("--students", default="pointnet-tiny,pointnet2-tiny")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seeds", default="1,2,3,4,5")
+    p.add_argument("--arms", default="ce,kd,nwsd,online,nokd")
+    p.add_argument("--online-seeds", default=None, help="seeds of the online arm (default: --seeds)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--workdir", default="bench-out/accuracy")
     p.add_argument("--out", default="bench-out")
-    p.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 2 views: a smoke run of the pipeline")
+    p.add_argument("--report", action="store_true", help="only summarise the runs already finished in --workdir")
+    p.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, 1 seed: checks the pipeline only")
     args = p.parse_args()
+    data: dict[str, Any] = {}
     if args.quick:
-        args.teacher_epochs, args.epochs, args.seeds, args.sweep_seeds, args.view_sweep = 2, 2, 1, 1, "1,2"
-        args.views, args.nwsd_weights = 2, "-0.05"
-    from kdpc.distill.trainer import DistillConfig
-    from kdpc.recorder import RecordConfig, record
-
-    default = DistillConfig(records="x")
-    source = args.default_source or default.nwsd_source
+        args.teacher_epochs, args.epochs, args.views, args.seeds = 2, 2, 2, "1"
+        data = {"dataset_cfg": {"samples_per_class": 4, "num_raw_points": 256}, "num_points": 128}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    online_seeds = [int(s) for s in (args.online_seeds or args.seeds).split(",")]
+    students, arms = args.students.split(","), args.arms.split(",")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    sweep = [int(v) for v in args.view_sweep.split(",")]
-    max_views = max(sweep + [args.views])
     started = time.perf_counter()
 
-    print(f"== teacher {args.teacher}")
-    teacher = work / "teacher.pt"
-    teacher_spec = {"kind": "train", "name": f"teacher ({args.teacher})", "seed": 0, "done_file": str(work / "teacher.json"),
-                    "cfg": {"model": args.teacher, "epochs": args.teacher_epochs, "out": str(teacher), "seed": 0,
-                            "device": "cpu"}}
-    results = run_all([teacher_spec], 1)
-    store = work / f"records-{max_views}v.zarr"
-    print(f"== record {max_views} views")
-    record(RecordConfig(teacher=str(teacher), views=max_views, out=str(store), device="cpu", resume=store.exists()),
-           log=lambda line: None, show_progress=False)
+    teacher, store = work / "teacher.pt", work / f"records-{args.views}v.zarr"
+    print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs; then {args.views} recorded views")
+    results = run_all([{"kind": "train", "name": "teacher", "arm": "teacher", "seed": args.teacher_seed,
+                        "done_file": str(work / "teacher.json"),
+                        "cfg": {"model": args.teacher, "epochs": args.teacher_epochs, "seed": args.teacher_seed,
+                                "device": "cpu", "out": str(teacher), **data}}], 1)
+    run_all([{"kind": "record", "name": "record", "seed": 0, "done_file": str(work / "record.json"),
+              "cfg": {"teacher": str(teacher), "views": args.views, "out": str(store), "device": "cpu", "seed": 0,
+                      "workers": 0, "resume": store.exists()}}], 1)
+    teacher_oa = test_oa(results[0])
 
-    seeds = range(args.seeds)
+    arm_cfg = {"kd": {}, "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0},
+               "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views}}
     specs = []
-
-    def distill_spec(name: str, seed: int, **cfg) -> dict[str, Any]:
-        tag = name.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "").replace(",", "")
-        return {"kind": "distill", "name": name, "seed": seed, "done_file": str(work / f"{tag}-s{seed}.json"),
-                "cfg": {"records": str(store), "student": args.student, "epochs": args.epochs, "seed": seed,
-                        "device": "cpu", "out": str(work / f"{tag}-s{seed}"), **cfg}}
-
-    for seed in seeds:
-        specs.append({"kind": "train", "name": "student CE only", "seed": seed, "done_file": str(work / f"ce-s{seed}.json"),
-                      "cfg": {"model": args.student, "epochs": args.epochs, "out": str(work / f"ce-s{seed}.pt"),
-                              "seed": seed, "device": "cpu"}})
-        specs.append(distill_spec("student online KD", seed, records=None, online_teacher=str(teacher), nwsd_weight=0.0,
-                                  online_views=args.views))
-        specs.append(distill_spec("student offline KD", seed, nwsd_weight=0.0, views=args.views))
-        specs.append(distill_spec(f"student offline KD + NWSD ({source})", seed, nwsd_source=source,
-                                  nwsd_weight=default.nwsd_weight, views=args.views))
-        for src, beta in itertools.product(args.nwsd_sources.split(","), [float(b) for b in args.nwsd_weights.split(",")]):
-            if src == source and beta == default.nwsd_weight:
-                continue  # the main table's run
-            specs.append(distill_spec(f"NWSD {src} beta={beta}", seed, nwsd_source=src, nwsd_weight=beta,
-                                      views=args.views))
-        for k in sweep:
-            if k != args.views and seed < args.sweep_seeds:
-                specs.append(distill_spec(f"offline KD + NWSD, {k} views", seed, nwsd_source=source,
-                                          nwsd_weight=default.nwsd_weight, views=k))
+    for student in students:
+        for seed in seeds:
+            for arm in arms:
+                if arm == "online" and seed not in online_seeds:
+                    continue
+                name = f"{student}-{arm}-s{seed}"
+                spec = {"name": name, "student": student, "arm": arm, "seed": seed,
+                        "done_file": str(work / f"{name}.json")}
+                if arm == "ce":
+                    spec.update(kind="train", cfg={"model": student, "epochs": args.epochs, "seed": seed,
+                                                   "device": "cpu", "out": str(work / f"{name}.pt"), **data})
+                else:
+                    spec.update(kind="distill", cfg={"records": str(store), "student": student, "epochs": args.epochs,
+                                                     "seed": seed, "device": "cpu", "out": str(work / name),
+                                                     **arm_cfg[arm]})
+                specs.append(spec)
     print(f"== {len(specs)} student runs on {args.jobs} processes")
-    results += run_all(specs, args.jobs)
+    results += run_all(specs, args.jobs, args.report)
 
-    main_names = [f"teacher ({args.teacher})", "student CE only", "student online KD", "student offline KD",
-                  f"student offline KD + NWSD ({source})"]
-    ablation_names = ["student offline KD", f"student offline KD + NWSD ({source})"] + sorted(
-        {r["name"] for r in results if r["name"].startswith("NWSD ")})
-    view_names = {k: (f"student offline KD + NWSD ({source})" if k == args.views else f"offline KD + NWSD, {k} views")
-                  for k in sweep}
-    header = ["run", "OA % (mean ± std)", "mAcc %", "seeds", "params"]
-    lines = [f"Machine: {machine_line('cpu')}", f"Command: `python bench/accuracy.py {' '.join(sys.argv[1:])}`",
-             f"Teacher {args.teacher} ({args.teacher_epochs} epochs, 1 seed); students {args.student}, {args.epochs} "
-             f"epochs; KD from {args.views} recorded views; total {(time.perf_counter() - started) / 60:.0f} min.", "",
-             markdown_table(header, summarise(results, main_names)), "",
-             "NWSD ablation (beta = signed weight; `offline KD` is beta = 0):", "",
-             markdown_table(header, summarise(results, ablation_names)), "", "OA vs number of recorded views:", "",
-             markdown_table(["views", "OA % (mean ± std)", "mAcc %", "seeds", "params"],
-                            [[str(k)] + row[1:] for k in sweep for row in summarise(results, [view_names[k]])])]
-    gains = {"offline KD - CE only": mean_oa(results, "student offline KD") - mean_oa(results, "student CE only"),
-             "offline KD - online KD": mean_oa(results, "student offline KD") - mean_oa(results, "student online KD"),
-             "NWSD - offline KD": mean_oa(results, main_names[-1]) - mean_oa(results, "student offline KD")}
-    goals = {"offline KD - CE only": 1.5, "offline KD - online KD": -0.3, "NWSD - offline KD": 0.0}
-    lines += ["", markdown_table(["difference (OA points)", "measured", "goal", "met"],
-                                 [[k, f"{v:+.2f}", f">= {goals[k]:+.1f}", "yes" if v >= goals[k] else "NO"]
-                                  for k, v in gains.items()])]
-    report = "\n".join(lines)
+    header = ["student", "arm", "val OA %", "test OA % (mean ± std)", "test − CE (paired ± s.e.)",
+              "teacher − CE gap closed", "test OA per seed", "seeds"]
+    rows = [["teacher " + args.teacher, "-", f"{100 * results[0]['metrics']['val/oa']:.2f}", f"{teacher_oa:.2f}",
+             "-", "-", "-", "1"]]
+    for student in students:
+        rows += student_rows(results, student, arms, teacher_oa)
+    checks = []
+    for student in students:
+        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "online", -0.3), ("nwsd", "kd", 0.0)):
+            diff = paired(results, student, arm, base)
+            if diff:
+                checks.append([student, f"{ARMS[arm]} − {ARMS[base]}", mean_se(diff), f">= {goal:+.1f}",
+                               "yes" if statistics.mean(diff) >= goal else
+                               f"NO (by {goal - statistics.mean(diff):.2f})"])
+        gap = gap_closed(results, student, "kd", teacher_oa)
+        if gap:
+            checks.append([student, "offline KD: teacher − CE gap closed", mean_se(gap, 100, " %"),
+                           ">= 30 % (one student)", "yes" if statistics.mean(gap) >= 0.3 else "no"])
+    report = "\n".join([
+        f"Machine: {machine_line('cpu')} (runs: 1-thread processes, {args.jobs} at a time)",
+        f"Command: `python bench/accuracy.py {' '.join(sys.argv[1:])}`",
+        f"Teacher {args.teacher}: {args.teacher_epochs} epochs, seed {args.teacher_seed}; {args.views} recorded views; "
+        f"students {args.epochs} epochs; epochs chosen on val, test scored once; this run "
+        f"{(time.perf_counter() - started) / 60:.0f} min.", "",
+        markdown_table(header, rows), "", markdown_table(["student", "paired difference", "measured", "goal", "met"],
+                                                         checks)])
     print("\n" + report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy.md").write_text(report + "\n")
     (out / "accuracy.json").write_text(json.dumps(results, indent=1))
-    _plot(out / "accuracy.png", results, main_names, sweep, view_names)
+    _plot(out / "accuracy.png", results, students, arms, teacher_oa)
 
 
-def _plot(path: Path, results, main_names, sweep, view_names) -> None:
+def _plot(path: Path, results, students, arms, teacher_oa) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def stats(name):
-        xs = [100 * r["oa"] for r in results if r["name"] == name]
-        return (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (float("nan"), 0.0)
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
-    means, stds = zip(*(stats(n) for n in main_names))
-    left.bar(range(len(main_names)), means, yerr=stds, capsize=4, color="#4c72b0")
-    left.set_xticks(range(len(main_names)), [n.replace("student ", "") for n in main_names], rotation=20, ha="right",
-                    fontsize=8)
-    left.set_ylabel("test OA (%)")
-    left.set_ylim(max(0, min(means) - 10), 100)
-    sweep_stats = [stats(view_names[k]) for k in sweep]
-    right.errorbar(sweep, [m for m, _ in sweep_stats], yerr=[s for _, s in sweep_stats], marker="o", capsize=4)
-    right.set_xscale("log")
-    right.set_xticks(sweep, [str(k) for k in sweep])
-    right.set_xlabel("recorded views per sample")
-    right.set_ylabel("student test OA (%)")
+    fig, axes = plt.subplots(1, len(students), figsize=(5 * len(students), 3.6), squeeze=False)
+    for ax, student in zip(axes[0], students):
+        shown = [a for a in arms if any(r.get("student") == student and r.get("arm") == a for r in results)]
+        for k, arm in enumerate(shown):
+            xs = [test_oa(r) for r in results if r.get("student") == student and r.get("arm") == arm]
+            ax.scatter([k] * len(xs), xs, color="#4c72b0", s=14, alpha=0.7)
+            ax.errorbar(k + 0.15, statistics.mean(xs), yerr=statistics.stdev(xs) if len(xs) > 1 else 0, fmt="o",
+                        color="#c44e52", capsize=4)
+        ax.axhline(teacher_oa, color="gray", linestyle="--", label="teacher")
+        ax.set_xticks(range(len(shown)), [ARMS[a] for a in shown], rotation=20, ha="right", fontsize=8)
+        ax.set_title(student, fontsize=10)
+        ax.set_ylabel("test OA (%), one dot per seed")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -286,3 +286,15 @@ def apply_point_level_with_index(
         noise = np.clip(cfg.jitter_sigma * rng.standard_normal((n, 3)), -cfg.jitter_clip, cfg.jitter_clip)
         out[:, :3] += noise.astype(np.float32)
     return out, index
+
+
+# ------------------------------------------------------------------------- the hash streams, for other view kinds
+def view_keys(run_seed: int, samples: np.ndarray, views: np.ndarray, stream: str) -> np.ndarray:
+    """The uint64 key of each view ``(samples[k], views[k])`` of ``stream``: what ``draw_params`` draws from. Other
+    view kinds (scene views, ``kdpc.scenes.transforms``) draw their parameters from the same keys."""
+    return _view_keys(run_seed, samples, views, stream)
+
+
+def key_uniform(keys: np.ndarray, lane: int) -> np.ndarray:
+    """U[0, 1) float64 per key, independent per ``lane``."""
+    return _uniform(keys, lane)

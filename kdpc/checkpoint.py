@@ -36,8 +36,14 @@ class Checkpoint:
     path: str | None = None
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
-        from .models import create_model
+        from .models import create_model, model_info
+        from .plugins import missing_hint
 
+        try:
+            model_info(self.arch)
+        except KdpcError:
+            hint = missing_hint("model", self.arch, self.provenance.get("plugin"))
+            raise KdpcError(f"checkpoint {self.path}: {hint}") from None
         model = create_model(self.arch, num_classes=self.num_classes, **self.model_config)
         try:
             model.load_state_dict(self.state_dict)
@@ -96,6 +102,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise KdpcError(f"{path} is not a kdpc checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise KdpcError(f"{path} is not a kdpc checkpoint (no '{FORMAT}' marker)")
+    return checkpoint_from_payload(path, payload)
+
+
+def checkpoint_from_payload(path: str | Path, payload: dict[str, Any]) -> Checkpoint:
+    """The ``Checkpoint`` in an already (weights-only) loaded kdpc checkpoint file."""
     if payload.get("format_version") != FORMAT_VERSION:
         raise KdpcError(f"{path} has checkpoint format version {payload.get('format_version')}; this kdpc reads {FORMAT_VERSION}")
     return Checkpoint(
@@ -128,14 +139,27 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def dataset_for_checkpoint(ckpt, dataset: str | None, data_root: str | None, split: str):
-    """The split a checkpoint was made for (same name, options and num_points) unless told otherwise."""
+def dataset_for_checkpoint(ckpt, dataset: str | None, data_root: str | None, split: str,
+                           num_points: int | None = None, options: dict[str, Any] | None = None):
+    """The split a checkpoint was made for (same name, options and num_points) unless told otherwise: ``dataset``,
+    ``num_points`` and ``options`` (over the checkpoint's own options when the name is the same) override."""
     info = ckpt.dataset
     name = dataset or info["name"]
     cfg = dict(info.get("config", {})) if name == info["name"] else {}
-    from .data import create_dataset
+    cfg.update(options or {})
+    from .data import DATASETS, create_dataset
+    from .plugins import missing_hint
 
-    data = create_dataset(name, root=data_root, split=split, num_points=info.get("num_points"), **cfg)
+    if name not in DATASETS and name == info["name"]:
+        raise KdpcError(f"checkpoint {ckpt.path}: {missing_hint('dataset', name, info.get('plugin'))}")
+    data = create_dataset(name, root=data_root, split=split, num_points=num_points or info.get("num_points"), **cfg)
+    check_checkpoint_data(ckpt, data)
+    return data
+
+
+def check_checkpoint_data(ckpt, data) -> None:
+    """Refuse a dataset whose task, class count or class names differ from the checkpoint's."""
+    name = data.name
     expected = data.num_parts if ckpt.task == "partseg" else data.num_classes
     if expected != ckpt.num_classes:
         raise KdpcError(f"checkpoint {ckpt.path} predicts {ckpt.num_classes} classes but dataset {name} has {expected}")
@@ -145,7 +169,6 @@ def dataset_for_checkpoint(ckpt, dataset: str | None, data_root: str | None, spl
     if names != list(ckpt.class_names):
         raise KdpcError(f"checkpoint {ckpt.path} was trained on other classes than dataset {name} has "
                         f"(first difference: {_first_difference(list(ckpt.class_names), names)})")
-    return data
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:

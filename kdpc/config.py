@@ -1,8 +1,12 @@
-"""Dataclass configs: defaults <- YAML file (safe_load) <- CLI flags that were given."""
+"""Dataclass configs: defaults <- YAML file (safe_load) <- ``--set key.sub=value`` <- CLI flags that were given.
+
+YAML is read with PyYAML's safe loader plus YAML 1.2's float rule, so ``lr: 1e-3`` is the number 0.001 (YAML 1.1
+reads a float without a dot as text); quoted values stay text and are refused where a number is wanted."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,12 +19,28 @@ from .errors import KdpcError
 C = TypeVar("C")
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` / ``5E+2`` as floats (YAML 1.2)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats; never constructs Python objects."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise KdpcError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text())
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise KdpcError(f"config file {path} is not valid YAML: {first}") from None
@@ -34,7 +54,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def build_config(cls: type[C], *layers: Mapping[str, Any] | None) -> C:
     """Later layers override earlier ones; ``None`` values in a layer mean "not given" and are skipped.
 
-    Nested dataclass fields (e.g. ``augment``) are merged key by key, so a YAML file can set one augment option.
+    Mapping fields (e.g. ``augment``, ``srkd``) are merged key by key at every depth, so a YAML file or a
+    ``--set augment.rotation=so3`` can set one nested option.
     """
     merged: dict[str, Any] = {}
     field_types = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -47,7 +68,7 @@ def build_config(cls: type[C], *layers: Mapping[str, Any] | None) -> C:
             if value is None:
                 continue
             if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-                merged[key] = {**merged[key], **value}
+                merged[key] = deep_merge(merged[key], value)
             else:
                 merged[key] = value
     hints = typing.get_type_hints(cls)
@@ -57,6 +78,43 @@ def build_config(cls: type[C], *layers: Mapping[str, Any] | None) -> C:
         return cls(**merged)
     except TypeError as exc:
         raise KdpcError(f"bad {cls.__name__} options: {exc}") from None
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = deep_merge(out[key], value) if nested else value
+    return out
+
+
+def dotted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``[("srkd.affinity_weight", 0.5), ("lr", 0.1)]`` -> ``{"srkd": {"affinity_weight": 0.5}, "lr": 0.1}``."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        parts = [p.strip().replace("-", "_") for p in key.split(".")]
+        if not all(parts):
+            raise KdpcError(f"--set takes KEY=VALUE with KEY like lr or srkd.affinity_weight, got {key!r}")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """Each field's default (``default_factory`` called) without instantiating ``cls`` (whose checks may need
+    more than defaults)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
 
 
 def check_type(name: str, value: Any, hint: Any) -> Any:

@@ -20,15 +20,22 @@ from . import catalog, recording, records, training
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="kdpc")
-def cli() -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE (your code that registers models and datasets) before the command; repeatable. "
+                   "Installed packages can also register through the 'kdpc.plugins' entry point group.")
+def cli(plugins: tuple[str, ...]) -> None:
     """kdpc: offline knowledge distillation for point-cloud models.
 
     \b
     kdpc train    --model pointmlp-tiny --out runs/teacher.pt      # a teacher from a dataset
     kdpc record   --teacher runs/teacher.pt                        # run it once over many views
     kdpc distill  --records records/synthetic.zarr                 # train a student from the records alone
-    kdpc eval     --model runs/student/student.pt
+    kdpc eval     --checkpoint runs/student/student.pt
     """
+    from ..plugins import load_entry_points, load_plugins
+
+    load_entry_points()
+    load_plugins(plugins)
 
 
 for _command in (*catalog.COMMANDS, *training.COMMANDS, recording.record_cmd, records.records_group):
@@ -59,8 +66,16 @@ def _interrupted(exc: KeyboardInterrupt) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     secrets.install()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
+    try:
+        _run(argv)
+    finally:  # called in-process (a notebook, the tests): leave the caller's handler as it was
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         code = cli.main(args=argv, prog_name="kdpc", standalone_mode=False)
     except KdpcError as exc:

@@ -15,7 +15,8 @@ def datasets_cmd() -> None:
 
 
 @click.command("models")
-@click.option("--task", type=click.Choice(["cls", "partseg"]), default=None, help="Only models of this task.")
+@click.option("--task", type=click.Choice(["cls", "partseg", "semseg", "all"]), default=None,
+              help="Only models of this task (default: the object-level ones, cls and partseg; semseg: scenes).")
 @click.option("--num-classes", type=int, default=40, show_default=True, help="Head size used to count parameters.")
 def models_cmd(task: str | None, num_classes: int) -> None:
     """List the registered models with their parameter counts."""

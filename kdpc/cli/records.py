@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from ..errors import KdpcError
+from .common import parse_adapter, parse_kv
+from .recording import teacher_options
 
 
 @click.group("records")
@@ -32,14 +34,21 @@ def records_info_cmd(path: str, as_json: bool) -> None:
 
 @records_group.command("verify")
 @click.argument("path")
-@click.option("--teacher", default=None, type=click.Path(dir_okay=False), help="Also replay records through it.")
+@click.option("--teacher", default=None, help="Also replay records through it: any teacher `kdpc record` takes "
+              "(a file, or package.module:build_fn with --teacher-weights).")
+@teacher_options
 @click.option("--check", "num_check", type=int, default=64, show_default=True, help="Records to replay.")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def records_verify_cmd(path, teacher, num_check, data_root, device, as_json) -> None:
-    """Schema, completeness, NaN/Inf and every chunk's checksum; with --teacher, replay N records."""
+def records_verify_cmd(path, teacher, teacher_weights, teacher_opt, adapter, num_check, data_root, device,
+                       as_json) -> None:
+    """Schema, completeness, NaN/Inf and every chunk's checksum; with --teacher, replay N records (a foreign
+    teacher is fed and read with the adapter the store recorded, unless --adapter is given)."""
     from ..store import verify_store
+
+    if not teacher and (teacher_weights or teacher_opt or adapter):
+        raise KdpcError("--teacher-weights, --teacher-opt and --adapter go with --teacher")
 
     report = verify_store(path)
     result: dict[str, Any] = {"path": path, "ok": report.ok, "problems": list(report.problems),
@@ -47,7 +56,9 @@ def records_verify_cmd(path, teacher, num_check, data_root, device, as_json) -> 
     if teacher and report.ok:
         from ..recorder.replay_check import replay_check
 
-        replay = replay_check(path, teacher, num_check, data_root=data_root, device=device)
+        replay = replay_check(path, teacher, num_check, data_root=data_root, device=device,
+                              weights=teacher_weights, options=parse_kv(teacher_opt, "--teacher-opt") or None,
+                              adapter=parse_adapter(adapter) if adapter else None)
         result["replay"] = replay
         if not replay["ok"]:
             result["ok"] = False

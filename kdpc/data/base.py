@@ -1,9 +1,11 @@
 """The in-memory point-cloud dataset every loader returns, and helpers the loaders share.
 
-A ``PointCloudDataset`` holds a whole split as numpy arrays: ``points`` ``[n, P_raw, C]`` (``C`` is 3, or 6 with
-normals; xyz first), ``labels`` ``[n]`` and, for part segmentation, ``part_labels`` ``[n, P_raw]``. Every sample is
-centred on its mean and scaled to max norm 1 once, at load. Item ``i`` is the deterministic evaluation view: the
-first ``num_points`` raw points. Augmentation (a seeded subset of the raw points, scale, rotation) lives elsewhere.
+A ``PointCloudDataset`` holds a whole split as numpy arrays: ``points`` ``[n, P_raw, C]`` (xyz first, then the
+extra channel groups named by ``channels``: 3 columns xyz, 6 xyz + normals or xyz + rgb, 9 xyz + normals + rgb;
+see ``kdpc.data.channels``), ``labels`` ``[n]`` and, for part segmentation, ``part_labels`` ``[n, P_raw]``. Every
+sample is centred on its mean and scaled to max norm 1 once, at load. Item ``i`` is the deterministic evaluation
+view: the first ``num_points`` raw points. Augmentation (a seeded subset of the raw points, scale, rotation) lives
+elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from torch.utils.data import Dataset
 
 from ..errors import KdpcError
 from ..hashing import stable_permutation
+from ..plugins import plugin_of
+from .channels import GROUP_WIDTH, channels_text, default_channels, parse_channels
 
 TASKS = ("cls", "partseg")
 _FINGERPRINT_VERSION = b"kdpc-dataset-fingerprint-v1\n"
@@ -59,6 +63,7 @@ class PointCloudDataset(Dataset):
         category_parts: Mapping[int, Sequence[int]] | None = None,
         normalize: bool = True,
         root: str | None = None,
+        channels: Sequence[str] | str | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -69,6 +74,10 @@ class PointCloudDataset(Dataset):
             raise KdpcError(f"{name} {split}: the split holds no samples; check --data-root and the split's files")
         if not np.all(np.isfinite(points)):
             raise KdpcError(f"{name} {split}: the point data contains NaN or infinite values")
+        self.channels = default_channels(points.shape[2]) if channels is None else parse_channels(channels)
+        if GROUP_WIDTH * len(self.channels) != points.shape[2]:
+            raise KdpcError(f"{name}: points have {points.shape[2]} columns but channels "
+                            f"{channels_text(self.channels)} need {GROUP_WIDTH * len(self.channels)}")
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != points.shape[0]:
             raise KdpcError(f"{name}: {points.shape[0]} point clouds but {labels.shape[0]} labels")
@@ -132,7 +141,7 @@ class PointCloudDataset(Dataset):
 
     @property
     def num_channels(self) -> int:
-        """3 (xyz) or 6 (xyz + normals)."""
+        """Columns per point: 3 (xyz), 6 (xyz + normals or rgb), 9 (xyz + normals + rgb); see ``channels``."""
         return int(self.points.shape[2])
 
     @property
@@ -171,7 +180,8 @@ class PointCloudDataset(Dataset):
             labels=self.labels[idx], num_points=self.num_points, config=config,
             part_labels=None if self.part_labels is None else self.part_labels[idx],
             part_names=self.part_names if self.task == "partseg" else None,
-            category_parts=self.category_parts if self.task == "partseg" else None, normalize=False, root=self.root)
+            category_parts=self.category_parts if self.task == "partseg" else None, normalize=False, root=self.root,
+            channels=self.channels)
 
     def fingerprint(self) -> str:
         """sha256 hex over the split's points, labels (and part labels), with their shapes; cached."""
@@ -202,6 +212,11 @@ class PointCloudDataset(Dataset):
         }
         if self.task == "partseg":
             out["num_parts"] = self.num_parts
+        if self.num_channels > 3:
+            out["channels"] = channels_text(self.channels)
+        plugin = plugin_of("dataset", self.name)
+        if plugin:
+            out["plugin"] = plugin  # the user code that registered this dataset (kdpc --plugin)
         return out
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import KdpcError
+from ..plugins import note_registration
 from ..registry import Registry
 from ..hashing import stable_permutation
 from .base import PointCloudDataset, string_seed
@@ -41,6 +42,7 @@ def register_dataset(name: str, description: str, splits: tuple[str, ...] = ("tr
         if missing:
             raise TypeError(f"dataset factory {name!r} must accept {', '.join(missing)}")
         DATASETS.register(name)(factory)
+        note_registration("dataset", name, getattr(factory, "__module__", None))
         _DESCRIPTIONS[name] = " ".join(description.split())
         _SPLITS[name] = tuple(splits)
         return factory
@@ -85,6 +87,9 @@ def create_dataset(
     """
     if holdout is not None:
         return _with_holdout(name, root, split, num_points, _holdout_fraction(name, holdout), cfg)
+    if name not in DATASETS:
+        raise KdpcError(f"unknown dataset {name!r}; known: {', '.join(DATASETS.names())} (a dataset of your own "
+                        "code: pass --plugin your_module, see `kdpc datasets`)")
     factory = DATASETS.get(name)
     known = dataset_options(name)
     facts = {k: cfg.pop(k) for k in RECORDED_FACTS if k in cfg and k not in known}

@@ -98,7 +98,8 @@ class RecordedViews(Dataset):
         items = []
         for k, sample in enumerate(samples):
             points, parts = replay_view(self.dataset, int(sample), params_at(params, k))
-            points, index = apply_point_level_with_index(points[:, :3], self.point_augment,
+            # every channel of the data; a model takes its first in_channels (kdpc.models.model_forward)
+            points, index = apply_point_level_with_index(points, self.point_augment,
                                                           point_rng(self.seed, self.epoch, int(records[k])))
             item: dict[str, Any] = {"points": points, "label": int(self.dataset.labels[sample]),
                                     "record": int(records[k])}

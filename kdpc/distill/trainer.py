@@ -20,6 +20,7 @@ from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distr
 from ..distributed import rank_device, wrap_ddp
 from ..errors import KdpcError
 from ..secrets import redact_text, shareable
+from ..teachers import Teacher, load_teacher
 from ..models import count_parameters, model_forward, model_task
 from ..training.evaluate import primary_metric
 from ..training.loop import LoopHooks, LoopState, fit, resolve_select
@@ -38,19 +39,24 @@ class DistillConfig(FitConfig):
     records: str | None = None
     student: str = "pointnet-tiny"
     student_cfg: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 40  # one recorded view per epoch with `kdpc record`'s default 40 views
     ce_weight: float = 1.0
     kd_weight: float = 1.0
-    temperature: float = 4.0
-    nwsd_weight: float = -0.2
+    temperature: float = 2.0  # measured best on validation (docs/method.md)
+    nwsd_weight: float = 0.0  # off: measured neutral under the honest protocol (docs/method.md); -0.2 turns it on
     nwsd_source: str = "sharpen"
     nwsd_max_kl: float = 0.5
     nwsd_temperature: float | None = None  # defaults to `temperature`
     ema_decay: float = 0.99
     sharpen_temperature: float = 2.0
-    online_teacher: str | None = None
+    online_teacher: str | None = None  # any --teacher spec (kdpc.teachers): a file or package.module:build_fn
+    online_teacher_weights: str | None = None
+    online_teacher_cfg: dict[str, Any] = field(default_factory=dict)
+    online_adapter: dict[str, Any] = field(default_factory=dict)
+    online_dataset: dict[str, Any] = field(default_factory=dict)  # name, config, num_points (a kdpc checkpoint's own)
     views: int | None = None  # distill from the first K recorded views only (default: all of them)
     srkd: dict[str, Any] = field(default_factory=dict)  # segmentation losses (kdpc.distill.seg.SrkdConfig)
-    online_views: int = 10
+    online_views: int = 40  # as many views as `kdpc record` records by default
     online_seed: int = 0
     online_augment: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
@@ -111,13 +117,13 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             source = {"records": redact_text(str(cfg.records)), "teacher": header.teacher, "store_created": header.created,
                       "codec": header.codec, "views": header.num_views}
         else:
-            ckpt = load_checkpoint(cfg.online_teacher)
-            teacher = ckpt.build_model(device)
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-            data_info, run_seed, num_views = ckpt.dataset, cfg.online_seed, cfg.online_views
+            online = load_teacher(cfg.online_teacher, weights=cfg.online_teacher_weights,
+                                  options=cfg.online_teacher_cfg, adapter=cfg.online_adapter, device=device)
+            data_info = _online_data(online, cfg.online_dataset)
+            run_seed, num_views = cfg.online_seed, cfg.online_views
             augment = AugmentConfig.from_dict(cfg.online_augment)
-            source = {"online_teacher": Path(cfg.online_teacher).name, "teacher_arch": ckpt.arch}
+            source = {"online_teacher": online.loaded.source, "teacher_arch": online.loaded.arch,
+                      "teacher_format": online.format}
 
         splits = load_splits(data_info["name"], cfg.data_root, data_info.get("num_points"),
                              data_info.get("config", {}), train_split=data_info.get("split", "train"))
@@ -125,6 +131,10 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if reader is not None:
             check_provenance(reader.header, train_set)
             reader.load_all()  # every rank holds the whole store: the ranks' shares change every epoch
+        else:
+            teacher = online.bind(train_set, device).training_module()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
         if model_task(cfg.student) != train_set.task:
             raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {train_set.task}")
         return reader, teacher, augment, run_seed, num_views, source, splits
@@ -260,6 +270,22 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                     title=f"{cfg.student} <- {source.get('records') or source.get('online_teacher')}")
     barrier(world)
     return state, out
+
+
+def _online_data(teacher: Teacher, given: dict[str, Any]) -> dict[str, Any]:
+    """The data of the online baseline: a kdpc checkpoint's own unless ``online_dataset`` says otherwise; other
+    teachers need ``online_dataset.name``."""
+    unknown = sorted(set(given) - {"name", "config", "num_points"})
+    if unknown:
+        raise KdpcError(f"unknown online_dataset key(s) {', '.join(unknown)}; known: name, config, num_points")
+    info = teacher.dataset_info() or {}
+    if given.get("name") and given["name"] != info.get("name"):
+        info = {"name": given["name"]}
+    if not info.get("name"):
+        raise KdpcError(f"a {teacher.kind} teacher does not say which data it was trained on; pass --online-dataset "
+                        "NAME (and --set online_dataset.config.KEY=VALUE for its options)")
+    return {**info, "config": {**info.get("config", {}), **given.get("config", {})},
+            "num_points": given.get("num_points") or info.get("num_points")}
 
 
 def _check_out(out: Path, resume: bool) -> None:

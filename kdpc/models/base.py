@@ -1,8 +1,12 @@
 """Base classes shared by every model family, and the small layer helpers they are built from.
 
+Every model takes ``in_channels`` input columns per point (default 3: xyz; 6: xyz + normals or xyz + colour; 9:
+xyz + normals + colour), xyz first; ``model_forward`` hands a model the first ``in_channels`` columns of a dataset's
+points, so a dataset may carry more columns than a model uses.
+
 Classification (``task = "cls"``)::
 
-    forward(x [B, N, 3]) -> logits [B, C]  ==  forward_head(forward_features(x))
+    forward(x [B, N, in_channels]) -> logits [B, C]  ==  forward_head(forward_features(x))
     forward_features(x) -> [B, num_features]          # embedding right before the classifier head
 
 Part segmentation (``task = "partseg"``)::
@@ -30,11 +34,20 @@ from torch import Tensor, nn
 from ..errors import KdpcError
 
 
-def check_points(x: Tensor) -> None:
-    if x.dim() != 3 or x.shape[-1] != 3:
-        raise KdpcError(f"models take point clouds shaped [B, N, 3] (xyz only), got {list(x.shape)}")
+def check_points(x: Tensor, in_channels: int = 3) -> None:
+    if x.dim() != 3 or x.shape[-1] != in_channels:
+        what = "xyz only" if in_channels == 3 else f"xyz and {in_channels - 3} more channels"
+        raise KdpcError(f"this model takes point clouds shaped [B, N, {in_channels}] ({what}), got {list(x.shape)}; "
+                        "model option in_channels sets how many columns it takes")
     if not x.is_floating_point():
         raise KdpcError(f"models take floating point clouds, got dtype {x.dtype}")
+
+
+def check_in_channels(in_channels: Any) -> int:
+    """``in_channels``: xyz (3) plus any extra per-point channels (normals, colour)."""
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 3:
+        raise KdpcError(f"model option in_channels must be an integer >= 3 (xyz first), got {in_channels!r}")
+    return in_channels
 
 
 def check_positive(name: str, value: Any) -> None:
@@ -133,15 +146,17 @@ def mlp_head(
 
 
 class PointClsModel(nn.Module):
-    """A classifier of point clouds ``[B, N, 3]``; subclasses implement ``forward_features`` and set ``head``."""
+    """A classifier of point clouds ``[B, N, in_channels]``; subclasses implement ``forward_features`` and set
+    ``head``."""
 
     task = "cls"
     head: nn.Module
 
-    def __init__(self, num_classes: int, num_features: int) -> None:
+    def __init__(self, num_classes: int, num_features: int, in_channels: int = 3) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.num_features = num_features
+        self.in_channels = check_in_channels(in_channels)
         self.config: dict[str, Any] = {}  # filled by the registry: the resolved preset options
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -155,19 +170,20 @@ class PointClsModel(nn.Module):
 
 
 class PointSegModel(nn.Module):
-    """A per-point (part) segmenter of point clouds ``[B, N, 3]`` with optional object-category conditioning;
-    subclasses implement ``forward_features`` and set ``head``."""
+    """A per-point (part) segmenter of point clouds ``[B, N, in_channels]`` with optional object-category
+    conditioning; subclasses implement ``forward_features`` and set ``head``."""
 
     task = "partseg"
     head: nn.Module
 
-    def __init__(self, num_classes: int, num_features: int, num_categories: int) -> None:
+    def __init__(self, num_classes: int, num_features: int, num_categories: int, in_channels: int = 3) -> None:
         super().__init__()
         if not isinstance(num_categories, int) or num_categories < 0:
             raise KdpcError(f"model option num_categories must be an integer >= 0, got {num_categories!r}")
         self.num_classes = num_classes
         self.num_features = num_features
         self.num_categories = num_categories
+        self.in_channels = check_in_channels(in_channels)
         self.config: dict[str, Any] = {}
 
     def category_onehot(self, category: Tensor | None, x: Tensor) -> Tensor | None:
@@ -205,12 +221,22 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+def model_inputs(model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
+    """The first ``model.in_channels`` columns of ``points`` (all of them for a model without ``in_channels``):
+    datasets carry every channel they have, each model takes the ones it was built for."""
+    wanted = getattr(unwrap_model(model), "in_channels", None)
+    if isinstance(wanted, int) and points.dim() == 3 and points.shape[-1] > wanted:
+        return points[..., :wanted]
+    return points
+
+
 def model_forward(model: torch.nn.Module, points: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
     """Classification models take points; part-segmentation models also take the object category.
 
-    ``model`` may be a DDP wrapper: the call goes through it (gradient sync) and the attributes come from the
-    module inside."""
+    ``points`` may carry more columns than the model takes (``model_inputs``). ``model`` may be a DDP wrapper: the
+    call goes through it (gradient sync) and the attributes come from the module inside."""
     inner = unwrap_model(model)
+    points = model_inputs(inner, points)
     if getattr(inner, "task", "cls") == "partseg":
         return model(points, label if getattr(inner, "num_categories", 0) else None)
     return model(points)

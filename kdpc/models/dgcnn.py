@@ -46,8 +46,10 @@ class EdgeConv(nn.Module):
         self.out_channels = widths[-1]
         self.mlp = shared_mlp(2 * in_channels, widths, act=leaky_relu, bias=False)
 
-    def forward(self, x: Tensor, k: int) -> Tensor:
-        idx = knn(x, x, min(k, x.shape[1]))
+    def forward(self, x: Tensor, k: int, graph: Tensor | None = None) -> Tensor:
+        """``graph``: the points whose k-NN define the edges (default ``x`` itself)."""
+        pos = x if graph is None else graph
+        idx = knn(pos, pos, min(k, x.shape[1]))
         first = self.mlp[0]
         w_nbr, w_ctr = first.linear.weight.split(x.shape[-1], dim=1)
         edges = index_points(F.linear(x, w_nbr), idx).add_(F.linear(x, w_ctr - w_nbr).unsqueeze(2))  # [B, N, k, C']
@@ -84,14 +86,15 @@ class DGCNNCls(PointClsModel):
         emb_dims: int = 1024,
         head: Sequence[int] = (512, 256),
         dropout: float = 0.5,
+        in_channels: int = 3,
     ) -> None:
         check_positive("k", k)
         check_positive("emb_dims", emb_dims)
         edge_widths = check_widths("edge_widths", edge_widths)
-        super().__init__(num_classes, 2 * emb_dims)
+        super().__init__(num_classes, 2 * emb_dims, in_channels)
         self.k = k
         self.edges = nn.ModuleList()
-        channels = 3
+        channels = self.in_channels
         for width in edge_widths:
             self.edges.append(EdgeConv(channels, (width,)))
             channels = width
@@ -102,10 +105,12 @@ class DGCNNCls(PointClsModel):
         self.head = mlp_head(2 * emb_dims, head, num_classes, dropout, act=leaky_relu, bias=biases)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_points(x)
+        check_points(x, self.in_channels)
+        # the first graph is built on xyz alone; extra channels (normals, colour) are features, not coordinates
+        graph = x[..., :3] if self.in_channels > 3 else None
         outs = []
-        for edge in self.edges:
-            x = edge(x, self.k)
+        for i, edge in enumerate(self.edges):
+            x = edge(x, self.k, graph if i == 0 else None)
             outs.append(x)
         x = self.conv(torch.cat(outs, dim=-1))
         return torch.cat([x.amax(1), x.mean(1)], dim=-1)
@@ -125,6 +130,7 @@ class DGCNNSeg(PointSegModel):
         head: Sequence[int] = (256, 256, 128),
         dropout: float = 0.5,
         input_transform: bool = True,
+        in_channels: int = 3,
     ) -> None:
         check_positive("k", k)
         check_positive("emb_dims", emb_dims)
@@ -134,11 +140,11 @@ class DGCNNSeg(PointSegModel):
             raise KdpcError("model option edge_widths must not be empty")
         cat_dim = category_dim if num_categories else 0
         local = sum(b[-1] for b in blocks)
-        super().__init__(num_classes, emb_dims + cat_dim + local, num_categories)
+        super().__init__(num_classes, emb_dims + cat_dim + local, num_categories, in_channels)
         self.k = k
         self.transform = TransformNet() if input_transform else None
         self.edges = nn.ModuleList()
-        channels = 3
+        channels = self.in_channels
         for widths in blocks:
             self.edges.append(EdgeConv(channels, widths))
             channels = widths[-1]
@@ -152,14 +158,17 @@ class DGCNNSeg(PointSegModel):
         )
 
     def forward_features(self, x: Tensor, category: Tensor | None = None) -> Tensor:
-        check_points(x)
+        check_points(x, self.in_channels)
         onehot = self.category_onehot(category, x)
         n = x.shape[1]
+        xyz = x[..., :3]
         if self.transform is not None:
-            x = torch.bmm(x, self.transform(x, self.k))
+            xyz = torch.bmm(xyz, self.transform(xyz, self.k))
+        x = xyz if self.in_channels == 3 else torch.cat([xyz, x[..., 3:]], dim=-1)
+        graph = xyz if self.in_channels > 3 else None
         outs = []
-        for edge in self.edges:
-            x = edge(x, self.k)
+        for i, edge in enumerate(self.edges):
+            x = edge(x, self.k, graph if i == 0 else None)
             outs.append(x)
         local = torch.cat(outs, dim=-1)
         glob = [self.conv(local).amax(1)]

@@ -12,8 +12,9 @@ The paper's parameter counts are in units of 2**20: "12.6M" is 13.2M parameters,
 
 * ``PointMLPCls``: encoder, global max pool, MLP head.
 * ``PointMLPSeg``: part segmentation (official code): the encoder, a residual feature-propagation decoder,
-  multi-level global context and a category token. Takes xyz only (the official model also takes normals) and
-  has a ReLU between the head's BN and dropout (the official head has none, making it a linear map).
+  multi-level global context and a category token. Takes xyz by default (the official model also takes normals:
+  ``in_channels=6``) and has a ReLU between the head's BN and dropout (the official head has none, making it a
+  linear map).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .base import (
     LinearBN,
     PointClsModel,
     PointSegModel,
+    check_in_channels,
     check_points,
     check_positive,
     check_same_length,
@@ -154,6 +156,7 @@ class PointMLPEncoder(nn.Module):
         bias: bool,
         use_xyz: bool,
         normalize: str | None,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         check_positive("embed_dim", embed_dim)
@@ -170,7 +173,7 @@ class PointMLPEncoder(nn.Module):
             raise KdpcError(f"model option res_expansion must be a positive number, got {res_expansion!r}")
         self.k_neighbors = tuple(k_neighbors)
         self.reducers = tuple(reducers)
-        self.embedding = LinearBN(3, embed_dim, bias=bias)
+        self.embedding = LinearBN(in_channels, embed_dim, bias=bias)  # xyz and any extra channels (normals, colour)
         self.stages = nn.ModuleList()
         self.dims = [embed_dim]
         for expand, pre, pos in zip(dim_expansion, pre_blocks, pos_blocks):
@@ -178,8 +181,10 @@ class PointMLPEncoder(nn.Module):
             self.stages.append(PointMLPStage(self.dims[-1], out, pre, pos, res_expansion, bias, use_xyz, normalize))
             self.dims.append(out)
 
-    def forward(self, xyz: Tensor) -> list[tuple[Tensor, Tensor]]:
-        feats = self.embedding(xyz)
+    def forward(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``x [B, N, in_channels]``, xyz first."""
+        feats = self.embedding(x)
+        xyz = x[..., :3].contiguous()
         levels = [(xyz, feats)]
         groups = xyz.shape[1]
         for stage, k, reducer in zip(self.stages, self.k_neighbors, self.reducers):
@@ -208,15 +213,16 @@ class PointMLPCls(PointClsModel):
         normalize: str | None = "anchor",
         head: Sequence[int] = (512, 256),
         dropout: float = 0.5,
+        in_channels: int = 3,
     ) -> None:
         encoder = PointMLPEncoder(embed_dim, dim_expansion, pre_blocks, pos_blocks, k_neighbors, reducers,
-                                  res_expansion, bias, use_xyz, normalize)
-        super().__init__(num_classes, encoder.dims[-1])
+                                  res_expansion, bias, use_xyz, normalize, check_in_channels(in_channels))
+        super().__init__(num_classes, encoder.dims[-1], in_channels)
         self.encoder = encoder
         self.head = mlp_head(encoder.dims[-1], check_widths("head", head, allow_empty=True), num_classes, dropout)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_points(x)
+        check_points(x, self.in_channels)
         _, feats = self.encoder(x)[-1]
         return feats.amax(1)
 
@@ -257,9 +263,10 @@ class PointMLPSeg(PointSegModel):
         cls_dim: int = 64,
         head: Sequence[int] = (128,),
         dropout: float = 0.5,
+        in_channels: int = 3,
     ) -> None:
         encoder = PointMLPEncoder(embed_dim, dim_expansion, pre_blocks, pos_blocks, k_neighbors, reducers,
-                                  res_expansion, bias, use_xyz, normalize)
+                                  res_expansion, bias, use_xyz, normalize, check_in_channels(in_channels))
         de_dims = check_widths("de_dims", de_dims)
         if not len(de_dims) == len(de_blocks) == len(encoder.stages):
             raise KdpcError(f"model options de_dims and de_blocks need one entry per encoder stage "
@@ -269,7 +276,7 @@ class PointMLPSeg(PointSegModel):
         check_positive("gmp_dim", gmp_dim)
         check_positive("cls_dim", cls_dim)
         token_dim = cls_dim if num_categories else 0
-        super().__init__(num_classes, de_dims[-1] + gmp_dim + token_dim, num_categories)
+        super().__init__(num_classes, de_dims[-1] + gmp_dim + token_dim, num_categories, in_channels)
         self.encoder = encoder
         en_dims = encoder.dims[::-1]  # coarsest first
         self.decoders = nn.ModuleList()
@@ -288,7 +295,7 @@ class PointMLPSeg(PointSegModel):
                              dropout, bias=bias, final_bias=bias)
 
     def forward_features(self, x: Tensor, category: Tensor | None = None) -> Tensor:
-        check_points(x)
+        check_points(x, self.in_channels)
         onehot = self.category_onehot(category, x)
         levels = self.encoder(x)
         feats = levels[-1][1]

@@ -37,7 +37,8 @@ class PointNetCls(PointClsModel):
     """Vanilla PointNet classifier.
 
     ``stem`` widths run before the (optional) feature transform, ``widths`` after it; the last of ``widths`` is
-    the global feature size (``num_features``).
+    the global feature size (``num_features``). With ``in_channels > 3`` the input transform aligns xyz and the
+    extra channels (normals, colour) join them unchanged, as in the reference's ``normal_channel`` variant.
     """
 
     def __init__(
@@ -51,22 +52,25 @@ class PointNetCls(PointClsModel):
         feature_transform: bool = True,
         tnet_widths: Sequence[int] = (64, 128, 1024),
         tnet_head: Sequence[int] = (512, 256),
+        in_channels: int = 3,
     ) -> None:
         stem, widths = check_widths("stem", stem), check_widths("widths", widths)
         head = check_widths("head", head, allow_empty=True)
-        super().__init__(num_classes, widths[-1])
+        super().__init__(num_classes, widths[-1], in_channels)
         tnet_widths = check_widths("tnet_widths", tnet_widths)
         tnet_head = check_widths("tnet_head", tnet_head, allow_empty=True)
         self.input_tnet = TNet(3, tnet_widths, tnet_head) if input_transform else None
-        self.stem = shared_mlp(3, stem)
+        self.stem = shared_mlp(self.in_channels, stem)
         self.feature_tnet = TNet(stem[-1], tnet_widths, tnet_head) if feature_transform else None
         self.mlp = shared_mlp(stem[-1], widths)
         self.head = mlp_head(widths[-1], head, num_classes, dropout)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_points(x)
+        check_points(x, self.in_channels)
         if self.input_tnet is not None:
-            x = torch.bmm(x, self.input_tnet(x))
+            xyz = x[..., :3]
+            aligned = torch.bmm(xyz, self.input_tnet(xyz))
+            x = aligned if self.in_channels == 3 else torch.cat([aligned, x[..., 3:]], dim=-1)
         x = self.stem(x)
         if self.feature_tnet is not None:
             x = torch.bmm(x, self.feature_tnet(x))

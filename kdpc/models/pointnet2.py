@@ -21,6 +21,7 @@ from ..errors import KdpcError
 from .base import (
     PointClsModel,
     PointSegModel,
+    check_in_channels,
     check_points,
     check_positive,
     check_same_length,
@@ -140,15 +141,19 @@ class PointNet2Cls(PointClsModel):
         head: Sequence[int] = (512, 256),
         dropout: float = 0.4,
         num_points: int = 1024,
+        in_channels: int = 3,
     ) -> None:
-        encoder = PointNet2Encoder(0, npoints, radii, nsamples, sa_widths, global_widths, num_points)
-        super().__init__(num_classes, encoder.out_channels)
+        # Extra input channels (normals, colour) are the first level's point features, as in the reference.
+        in_channels = check_in_channels(in_channels)
+        encoder = PointNet2Encoder(in_channels - 3, npoints, radii, nsamples, sa_widths, global_widths, num_points)
+        super().__init__(num_classes, encoder.out_channels, in_channels)
         self.encoder = encoder
         self.head = mlp_head(encoder.out_channels, check_widths("head", head, allow_empty=True), num_classes, dropout)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        check_points(x)
-        _, feats = self.encoder(x, None)[-1]
+        check_points(x, self.in_channels)
+        extra = x[..., 3:] if self.in_channels > 3 else None
+        _, feats = self.encoder(x[..., :3].contiguous(), extra)[-1]
         assert feats is not None
         return feats.squeeze(1)
 
@@ -169,17 +174,19 @@ class PointNet2Seg(PointSegModel):
         head: Sequence[int] = (128,),
         dropout: float = 0.5,
         num_points: int = 2048,
+        in_channels: int = 3,
     ) -> None:
-        # The input xyz doubles as the first level's features, as in the reference.
-        encoder = PointNet2Encoder(3, npoints, radii, nsamples, sa_widths, global_widths, num_points)
+        # The input (xyz and any extra channels) doubles as the first level's features, as in the reference.
+        in_channels = check_in_channels(in_channels)
+        encoder = PointNet2Encoder(in_channels, npoints, radii, nsamples, sa_widths, global_widths, num_points)
         if len(fp_widths) != len(encoder.stages) + 1:
             raise KdpcError(f"model option fp_widths needs {len(encoder.stages) + 1} entries (one per SA stage and "
                             f"the global stage), got {len(fp_widths)}")
         fp_widths = [check_widths("fp_widths", w) for w in fp_widths]
-        super().__init__(num_classes, fp_widths[-1][-1], num_categories)
+        super().__init__(num_classes, fp_widths[-1][-1], num_categories, in_channels)
         self.encoder = encoder
-        # Skip channels per level, finest first; level 0 carries [one-hot, xyz, xyz] like the reference.
-        skips = [num_categories + 6] + [s.out_channels for s in encoder.stages]
+        # Skip channels per level, finest first; level 0 carries [one-hot, xyz, input] like the reference.
+        skips = [num_categories + 3 + self.in_channels] + [s.out_channels for s in encoder.stages]
         self.decoders = nn.ModuleList()
         channels = encoder.out_channels
         for widths, skip in zip(fp_widths, reversed(skips)):
@@ -188,16 +195,17 @@ class PointNet2Seg(PointSegModel):
         self.head = mlp_head(channels, check_widths("head", head, allow_empty=True), num_classes, dropout)
 
     def forward_features(self, x: Tensor, category: Tensor | None = None) -> Tensor:
-        check_points(x)
+        check_points(x, self.in_channels)
         onehot = self.category_onehot(category, x)
-        levels = self.encoder(x, x)
+        xyz = x[..., :3].contiguous()
+        levels = self.encoder(xyz, x)
         feats = levels[-1][1]
         assert feats is not None
         for i, fp in enumerate(self.decoders):
             level = len(levels) - 2 - i
             xyz, skip = levels[level]
             if level == 0:
-                columns = [x, x] if onehot is None else [broadcast_to_points(onehot, x.shape[1]), x, x]
+                columns = [xyz, x] if onehot is None else [broadcast_to_points(onehot, x.shape[1]), xyz, x]
                 skip = torch.cat(columns, dim=-1)
             feats = fp(xyz, levels[level + 1][0], skip, feats)
         return feats

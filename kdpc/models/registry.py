@@ -2,9 +2,10 @@
 
 Each preset is a function ``preset(num_classes, **cfg) -> nn.Module`` decorated with ``@register_model``
 (``@register_model(task="partseg")`` for part segmentation), defined in its family's file next to the model
-classes: ``pointnet.py``, ``pointnet2.py``, ``dgcnn.py``, ``pointmlp.py``. ``cfg`` overrides the preset's
-defaults (any constructor option of the model class) and an unknown option is a ``KdpcError``. The resolved
-options are kept on the model as ``model.config``.
+classes: ``pointnet.py``, ``pointnet2.py``, ``dgcnn.py``, ``pointmlp.py``; scene segmentation
+(``@register_model(task="semseg")``, presets listed in those files): ``ptv3.py``, ``scene_unet.py``. ``cfg`` overrides
+the preset's defaults (any constructor option of the model class) and an unknown option is a ``KdpcError``. The
+resolved options are kept on the model as ``model.config``.
 
 Presets and their trainable parameters: classification at 40 classes; part segmentation at 50 part classes
 with ShapeNet-Part's 16-category one-hot conditioning (``num_categories=16``) and, in brackets, without it
@@ -44,9 +45,11 @@ from typing import Any, Callable, Mapping, TypeVar
 from torch import nn
 
 from ..errors import KdpcError
+from ..plugins import note_registration
 from ..registry import Registry
 
-TASKS = ("cls", "partseg")
+TASKS = ("cls", "partseg", "semseg")
+OBJECT_TASKS = ("cls", "partseg")  # models of single point clouds [B, N, 3]; semseg models take whole scenes
 
 M = TypeVar("M", bound=nn.Module)
 Factory = Callable[..., nn.Module]
@@ -81,6 +84,7 @@ def register_model(
     def decorator(factory: Factory) -> Factory:
         key = name or factory.__name__.replace("_", "-")
         _MODELS.register(key)(factory)
+        note_registration("model", key, getattr(factory, "__module__", None))
         doc = inspect.getdoc(factory) or ""
         _INFO[key] = ModelInfo(key, task, published_params, doc.splitlines()[0] if doc else "")
         return factory
@@ -112,6 +116,9 @@ def _plain(value: Any) -> Any:
 
 def create_model(name: str, num_classes: int, **cfg: Any) -> nn.Module:
     """Build the preset ``name`` with ``num_classes`` outputs (part classes for segmentation); cfg overrides."""
+    if name not in _MODELS:
+        raise KdpcError(f"unknown model {name!r}; known: {', '.join(_MODELS.names())} (a model of your own code: "
+                        "pass --plugin your_module)")
     factory = _MODELS.get(name)
     try:
         return factory(num_classes, **cfg)
@@ -124,10 +131,13 @@ def create_model(name: str, num_classes: int, **cfg: Any) -> nn.Module:
 
 
 def list_models(task: str | None = None) -> list[str]:
-    """Registered preset names, sorted; only those of ``task`` ("cls" or "partseg") when given."""
-    if task is not None and task not in TASKS:
-        raise KdpcError(f"unknown model task {task!r}; known: {', '.join(TASKS)}")
-    return [n for n in _MODELS.names() if task is None or _INFO[n].task == task]
+    """Registered preset names, sorted: those of ``task`` ("cls", "partseg" or "semseg"); ``"all"`` for every
+    preset; by default (None) the object-level presets (cls and partseg), which take point clouds ``[B, N, 3]``.
+    Scene models (semseg) take concatenated scenes and are listed with ``task="semseg"`` (or ``"all"``)."""
+    if task is not None and task not in TASKS + ("all",):
+        raise KdpcError(f"unknown model task {task!r}; known: {', '.join(TASKS)}, all")
+    wanted = OBJECT_TASKS if task is None else TASKS if task == "all" else (task,)
+    return [n for n in _MODELS.names() if _INFO[n].task in wanted]
 
 
 def model_info(name: str) -> ModelInfo:
@@ -136,7 +146,7 @@ def model_info(name: str) -> ModelInfo:
 
 
 def model_task(name: str) -> str:
-    """``"cls"`` or ``"partseg"``."""
+    """``"cls"``, ``"partseg"`` or ``"semseg"``."""
     return model_info(name).task
 
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..augment import params_at, replay_view
-from ..checkpoint import file_sha256, load_checkpoint
-from ..data import create_dataset
+from ..data import DATASETS, create_dataset
 from ..distill.dataset import check_provenance
-from ..models import model_forward
+from ..errors import KdpcError
+from ..plugins import missing_hint
+from ..teachers import Teacher, load_teacher
 from ..training.runtime import resolve_device
 from ..store import RecordReader
 from ..store.codecs import PointCodec, PointTopKCodec, decoded_error_bound, get_codec, logsumexp
@@ -24,34 +24,47 @@ from ..store.codecs.points import top_k
 BATCH_ROUNDING_SLACK = 1e-3
 
 
-def replay_check(store: str, teacher: str, num_check: int, data_root: str | None = None, device: str = "auto",
-                 seed: int = 0) -> dict[str, Any]:
+def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None = None, device: str = "auto",
+                 seed: int = 0, *, weights: str | None = None, options: dict[str, Any] | None = None,
+                 adapter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Replay ``num_check`` random records through ``teacher`` (any ``--teacher`` spec, or an ``nn.Module``) and
+    compare with the stored outputs. A foreign teacher is fed and read with the adapter the store recorded unless
+    ``adapter`` is given."""
     reader = RecordReader(store)
     header = reader.header
-    ckpt = load_checkpoint(teacher)
-    if header.teacher.get("sha256") and file_sha256(teacher) != header.teacher["sha256"]:
+    dev = resolve_device(device)
+    loaded = load_teacher(teacher, weights=weights, options=options, adapter=adapter, device=dev)
+    if adapter is None and not loaded.is_kdpc and header.teacher.get("adapter"):
+        loaded = Teacher(loaded.loaded, header.teacher["adapter"])  # fed and read as when it was recorded
+    sha = loaded.loaded.sha256
+    # file hashes and state-dict hashes (an nn.Module handed over in Python) are not comparable
+    comparable = (loaded.format == "module") == (header.teacher.get("format") == "module")
+    if comparable and header.teacher.get("sha256") and sha and sha != header.teacher["sha256"]:
         return {"ok": False, "checked": 0, "max_abs_error": None,
-                "message": f"{teacher} is not the teacher that made this store (sha256 differs)"}
+                "message": f"{loaded.loaded.source} is not the teacher that made this store (sha256 differs)"}
     info = header.dataset
+    if info["name"] not in DATASETS:
+        raise KdpcError(f"store {store}: {missing_hint('dataset', info['name'], info.get('plugin'))}")
     dataset = create_dataset(info["name"], root=data_root, split=info.get("split", "train"),
                              num_points=header.num_points, **info.get("config", {}))
     check_provenance(header, dataset)
-    dev = resolve_device(device)
-    model = ckpt.build_model(dev)
+    loaded.bind(dataset, dev)
+    if list(loaded.class_names or []) != list(header.class_names):
+        return {"ok": False, "checked": 0, "max_abs_error": None,
+                "message": "the teacher's classes are not the store's (check the adapter's class_names)"}
     rng = np.random.default_rng(seed)
     records = np.sort(rng.choice(reader.num_records, size=min(num_check, reader.num_records), replace=False))
     if header.task == "partseg":
-        return _replay_check_seg(reader, dataset, model, dev, records)
+        return _replay_check_seg(reader, dataset, loaded.module, dev, records)
     stored = reader.get(records)
     params = {spec.name: stored[spec.name] for spec in header.params}
     views, labels = [], []
     for k, sample in enumerate(stored["sample"]):
         points, _ = replay_view(dataset, int(sample), params_at(params, k))
-        views.append(points[:, :3])
+        views.append(points)
         labels.append(int(dataset.labels[sample]))
     with torch.inference_mode():
-        logits = model_forward(model, torch.from_numpy(np.stack(views)).to(dev), torch.tensor(labels, device=dev))
-        replayed = F.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        replayed = loaded(torch.from_numpy(np.stack(views)).to(dev), torch.tensor(labels, device=dev)).cpu().numpy()
     codec = get_codec(header.codec, header.num_classes)
     stored_logprobs = stored["logprobs"].astype(np.float64)
     bound = decoded_error_bound(codec, replayed.astype(np.float64), stored_logprobs) + BATCH_ROUNDING_SLACK
@@ -79,7 +92,7 @@ def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module
     header = reader.header
     stored = reader.get(records)
     params = {spec.name: stored[spec.name] for spec in header.params}
-    views = np.stack([replay_view(dataset, int(s), params_at(params, k))[0][:, :3] for k, s in enumerate(stored["sample"])])
+    views = np.stack([replay_view(dataset, int(s), params_at(params, k))[0] for k, s in enumerate(stored["sample"])])
     labels = torch.as_tensor(dataset.labels[stored["sample"].astype(np.int64)], device=dev).long()
     fresh = teacher_seg_outputs(model, torch.from_numpy(views).to(dev), labels, stored["seed"], header)
     check = point_replay_check(header.codec_obj(), fresh["logprobs"], stored["logprobs"], slack=BATCH_ROUNDING_SLACK)

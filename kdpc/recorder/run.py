@@ -10,18 +10,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..augment import AugmentConfig, draw_params, param_specs
-from ..checkpoint import Checkpoint, file_sha256, load_checkpoint
 from ..training.runtime import autocast, default_workers, resolve_device
-from ..models import model_forward
 from ..distributed import World, distributed, everywhere, on_main, raise_if_any, rank_device
 from ..errors import KdpcError
-from ..checkpoint import dataset_for_checkpoint
 from ..progress import progress
+from ..teachers import Teacher, load_teacher
 from ..store import RecordWriter, StoreHeader
 from ..store.schema import sample_view
 from .seg import concat_seg_outputs, make_seg_header_fields, teacher_seg_outputs, view_seeds
@@ -34,11 +31,16 @@ RANK_TIMEOUT = timedelta(hours=12)
 
 @dataclass
 class RecordConfig:
-    teacher: str = ""
+    teacher: str = ""  # a file (kdpc checkpoint, TorchScript, torch.export, ONNX) or package.module:build_fn
+    teacher_weights: str | None = None  # the state dict / safetensors file of a package.module:build_fn teacher
+    teacher_cfg: dict[str, Any] = field(default_factory=dict)  # keyword arguments of build_fn
+    adapter: dict[str, Any] = field(default_factory=dict)  # how a foreign teacher is fed and read (kdpc.teachers)
     dataset: str | None = None
+    dataset_cfg: dict[str, Any] = field(default_factory=dict)
+    num_points: int | None = None  # default: the teacher checkpoint's, else the dataset's
     data_root: str | None = None
     split: str = "train"
-    views: int = 10
+    views: int = 40  # one view per epoch of `kdpc distill`'s default 40 epochs
     out: str | None = None
     codec: str | None = None
     batch_size: int = 64
@@ -68,37 +70,44 @@ def default_out(dataset_name: str, suffix: str = ".zarr") -> str:
     return str(Path("records") / f"{dataset_name}{suffix}")
 
 
-def teacher_provenance(ckpt: Checkpoint, path: str) -> dict[str, Any]:
-    return {"arch": ckpt.arch, "config": dict(ckpt.model_config), "num_params": ckpt.num_params,
-            "sha256": file_sha256(path), "file": Path(path).name, "metrics": dict(ckpt.metrics),
-            "dataset_fingerprint": ckpt.dataset.get("fingerprint")}
-
-
-def build_header(cfg: RecordConfig, ckpt: Checkpoint, dataset: Any, augment: AugmentConfig) -> StoreHeader:
+def build_header(cfg: RecordConfig, teacher: Teacher, dataset: Any, augment: AugmentConfig) -> StoreHeader:
     fields: dict[str, Any] = {
-        "task": ckpt.task,
+        "task": teacher.task,
         "num_samples": len(dataset),
         "num_views": cfg.views,
-        "num_classes": ckpt.num_classes,
-        "class_names": list(ckpt.class_names),
+        "num_classes": teacher.num_classes,
+        "class_names": list(teacher.class_names or []),
         "codec": cfg.codec or "",  # "": the task's default
         "params": param_specs(augment),
         "augment": augment.to_dict(),
         "run_seed": cfg.seed,
         "num_points": dataset.num_points,
-        "teacher": teacher_provenance(ckpt, cfg.teacher),
+        "teacher": teacher.provenance(),
         "dataset": dataset.describe(),
         "kdpc_version": __version__,
     }
     if cfg.chunk_records:
         fields["chunk_records"] = cfg.chunk_records
-    if ckpt.task == "partseg":
-        fields.update(make_seg_header_fields(ckpt, dataset, cfg))  # per-point codec, anchors, feature projection
+    if teacher.task == "partseg":  # per-point codec, anchors, feature projection (kdpc checkpoints only)
+        fields.update(make_seg_header_fields(teacher.loaded.checkpoint, dataset, cfg, teacher.module))
     return StoreHeader(**fields)
 
 
-def record(cfg: RecordConfig, log=print, show_progress: bool = True) -> RecordResult:
-    """Record a store. Under torchrun every rank records its share of the pending blocks into the same store."""
+def check_views(dataset: Any, augment: AugmentConfig) -> None:
+    """Recorded views rotate columns 3:6 as normals (``kdpc.augment.apply_params``): refuse to rotate colours."""
+    channels = tuple(getattr(dataset, "channels", ("xyz",)))
+    if augment.rotation != "none" and len(channels) > 1 and channels[1] != "normals":
+        raise KdpcError(f"--rotation {augment.rotation} would turn the {channels[1]} columns of dataset "
+                        f"{dataset.name} like normals; record with --rotation none (or load normals too, "
+                        "channels=xyz+normals+rgb)")
+
+
+def record(cfg: RecordConfig, log=print, show_progress: bool = True, *, teacher: Teacher | None = None,
+           dataset: Any = None) -> RecordResult:
+    """Record a store. Under torchrun every rank records its share of the pending blocks into the same store.
+
+    ``teacher`` / ``dataset`` (the Python API, ``kdpc.record``) replace ``cfg.teacher`` / the dataset named by the
+    config; a given teacher is bound to the data here."""
     if cfg.resume and cfg.overwrite:
         raise KdpcError("--resume and --overwrite exclude each other")
     if cfg.views < 1 or cfg.views > 65535:
@@ -112,22 +121,28 @@ def record(cfg: RecordConfig, log=print, show_progress: bool = True) -> RecordRe
     # long enough for the slowest rank to finish its share while the others wait at the final barrier.
     with distributed(device, backend="gloo", timeout=RANK_TIMEOUT) as world:
         return _record(cfg, rank_device(device, world), world, log if world.is_main else _quiet,
-                       show_progress and world.is_main)
+                       show_progress and world.is_main, teacher, dataset)
 
 
 def _quiet(*_args: Any, **_kwargs: Any) -> None:
     pass
 
 
-def _record(cfg: RecordConfig, device: torch.device, world: World, log, show_progress: bool) -> RecordResult:
+def _record(cfg: RecordConfig, device: torch.device, world: World, log, show_progress: bool,
+            given_teacher: Teacher | None = None, given_dataset: Any = None) -> RecordResult:
     def prepare():
-        ckpt = load_checkpoint(cfg.teacher)
-        dataset = dataset_for_checkpoint(ckpt, cfg.dataset, cfg.data_root, cfg.split)
+        # everything that can refuse the run (teacher, data, adapter, a probe forward) before the store exists
+        teacher = given_teacher or load_teacher(cfg.teacher, weights=cfg.teacher_weights, options=cfg.teacher_cfg,
+                                                adapter=cfg.adapter, device=device)
+        dataset = given_dataset if given_dataset is not None else teacher.dataset_for(
+            cfg.dataset, cfg.data_root, cfg.split, cfg.num_points, cfg.dataset_cfg)
+        teacher.bind(dataset, device)
         augment = AugmentConfig.from_dict(cfg.augment)
+        check_views(dataset, augment)
         out = cfg.out or default_out(dataset.name)
-        return ckpt, dataset, augment, out, build_header(cfg, ckpt, dataset, augment)
+        return teacher, dataset, augment, out, build_header(cfg, teacher, dataset, augment)
 
-    ckpt, dataset, augment, out, header = everywhere(world, prepare)
+    teacher, dataset, augment, out, header = everywhere(world, prepare)
     mode = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "create"
     # Rank 0 alone creates / overwrites / resumes the store and lists its pending blocks (before anyone writes);
     # a failure there (the store exists, other settings...) is raised on every rank with the same message.
@@ -146,14 +161,13 @@ def _record(cfg: RecordConfig, device: torch.device, world: World, log, show_pro
         else:
             everywhere(world, lambda: None)
         assert writer is not None and pending is not None
-        return _record_pending(cfg, ckpt, dataset, augment, writer, pending, device, world, log, show_progress)
+        return _record_pending(cfg, teacher, dataset, augment, writer, pending, device, world, log, show_progress)
     finally:
         if writer is not None:
             writer.close()
 
 
-def _record_pending(cfg, ckpt, dataset, augment, writer, pending, device, world, log, show_progress) -> RecordResult:
-    teacher = ckpt.build_model(device)
+def _record_pending(cfg, teacher, dataset, augment, writer, pending, device, world, log, show_progress) -> RecordResult:
     total = writer.header.num_records
     todo = sum(stop - start for start, stop in (writer.block_range(b) for b in pending))
     if todo < total:
@@ -203,11 +217,10 @@ def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device,
                 with autocast(device, cfg.amp):
                     if writer.header.task == "partseg":
                         seeds = view_seeds(batch["record"].numpy(), len(dataset), augment, cfg.seed)
-                        outputs.append(teacher_seg_outputs(teacher, points, batch["label"].to(device), seeds,
+                        outputs.append(teacher_seg_outputs(teacher.module, points, batch["label"].to(device), seeds,
                                                            writer.header))
                     else:
-                        logits = model_forward(teacher, points, batch["label"].to(device))
-                        outputs.append(F.log_softmax(logits.float(), dim=-1).cpu().numpy())
+                        outputs.append(teacher(points, batch["label"].to(device)).cpu().numpy())
                 bar.update(points.shape[0])
                 block, (start, stop) = current
                 if int(batch["record"][-1]) == stop - 1:

@@ -23,7 +23,7 @@ from ..errors import KdpcError
 from ..hashing import splitmix64, unit_interval
 from ..store.codecs import DEFAULT_SEG_CODEC
 from ..store.schema import DEFAULT_SEG_CHUNK_RECORDS, StoreHeader, sample_view
-from ..models import unwrap_model
+from ..models.base import model_inputs, unwrap_model
 
 DEFAULT_ANCHORS = 128  # M: points per view whose teacher features are kept (at most a quarter of the points)
 DEFAULT_FEATURE_DIM = 32  # D: stored feature width; wider teachers are randomly projected down to it
@@ -142,7 +142,8 @@ def teacher_seg_outputs(model: torch.nn.Module, points: torch.Tensor, category: 
     Args:
         model: the part-segmentation teacher (eval mode); ``forward_features(x, category) -> [B, N, Dt]`` and
             ``forward_head(features) -> [B, N, P]``.
-        points: ``[B, N, 3]`` the exact views (``kdpc.engine.replay_view``), on the model's device.
+        points: ``[B, N, C]`` the exact views (``kdpc.augment.replay_view``), on the model's device; the model
+            takes their first ``in_channels`` columns.
         category: ``[B]`` object categories (ignored by models built without ``num_categories``).
         seeds: ``[B]`` the views' stored ``seed`` parameter (``view_seeds``), which fixes the anchors.
         header: the store's header (``num_points``, ``num_anchors``, ``feature_dim``, ``feature_projection``).
@@ -154,7 +155,8 @@ def teacher_seg_outputs(model: torch.nn.Module, points: torch.Tensor, category: 
     """
     inner = unwrap_model(model)
     if points.dim() != 3 or points.shape[1] != header.num_points:
-        raise KdpcError(f"views must be [B, {header.num_points}, 3], got {tuple(points.shape)}")
+        raise KdpcError(f"views must be [B, {header.num_points}, C], got {tuple(points.shape)}")
+    points = model_inputs(inner, points)  # the data's first in_channels columns
     seeds = np.asarray(seeds).reshape(-1)
     if seeds.shape[0] != points.shape[0]:
         raise KdpcError(f"{seeds.shape[0]} seeds for a batch of {points.shape[0]} views")

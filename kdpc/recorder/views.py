@@ -33,7 +33,8 @@ class RecordViews(Dataset):
         items = []
         for k, (record, sample) in enumerate(zip(records, samples)):
             points, parts = replay_view(self.dataset, int(sample), params_at(params, k))
-            item = {"points": points[:, :3], "record": int(record), "label": int(self.dataset.labels[sample])}
+            # every channel of the data: the teacher takes the ones it was built for (kdpc.teachers)
+            item = {"points": points, "record": int(record), "label": int(self.dataset.labels[sample])}
             if parts is not None:
                 item["parts"] = parts.astype(np.int64)
             items.append(item)

@@ -68,7 +68,7 @@ class EvalViews(Dataset):
 
 
 def train_loader(dataset: Dataset, global_batch: int, world: Any, seed: int, *, workers: int = 0,
-                 pin_memory: bool = False) -> DataLoader:
+                 pin_memory: bool = False, collate_fn: Any = None) -> DataLoader:
     """The training DataLoader of one rank: a ``DistributedSampler`` shuffle keyed by ``(seed, epoch)`` (call
     ``loader.sampler.set_epoch``), ``global_batch // world.size`` items per rank and step.
 
@@ -88,5 +88,6 @@ def train_loader(dataset: Dataset, global_batch: int, world: Any, seed: int, *, 
                                  seed=seed * 1000003, drop_last=True)
     # the generator only seeds the workers' base seed: iterating leaves the global torch RNG (dropout) alone
     return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
-                      num_workers=workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))
+                      num_workers=workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed),
+                      collate_fn=collate_fn)
 

@@ -1,5 +1,5 @@
-"""Scoring a model: overall / mean-class accuracy (instance / class mIoU for part segmentation) on a split's
-deterministic evaluation views, and ``kdpc eval``."""
+"""Scoring a model: overall / mean-class accuracy (instance / class mIoU for part segmentation, mIoU and per-class
+IoU on whole scenes for scene segmentation) on a split's deterministic evaluation views, and ``kdpc eval``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
 
 def evaluate(model: torch.nn.Module, dataset: Any, device: torch.device, batch_size: int = 64, workers: int = 0) -> dict[str, float]:
     model = unwrap_model(model)  # never through DDP: evaluation runs on one rank, with no gradient sync
+    if getattr(model, "task", "cls") == "semseg":
+        from .scene_eval import evaluate_scenes  # whole scenes, one at a time: batch_size does not apply
+
+        return evaluate_scenes(model, dataset, device)
     loader = DataLoader(EvalViews(dataset), batch_size=batch_size, shuffle=False, num_workers=workers)
     preds, targets, cats = [], [], []
     task = getattr(model, "task", "cls")
@@ -63,7 +67,7 @@ def category_part_mask(category_parts: dict[int, list[int]], num_categories: int
 
 
 def primary_metric(task: str) -> str:
-    return "inst_miou" if task == "partseg" else "oa"
+    return {"partseg": "inst_miou", "semseg": "miou"}.get(task, "oa")
 
 
 
@@ -74,5 +78,8 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | 
     dev = resolve_device(device)
     model = ckpt.build_model(dev)
     metrics = evaluate(model, data, dev, batch_size=batch_size)
-    return {**metrics, "model": ckpt.arch, "params": ckpt.num_params, "dataset": data.name, "split": split,
-            "num_samples": len(data), "checkpoint": str(path)}
+    out = {**metrics, "model": ckpt.arch, "params": ckpt.num_params, "dataset": data.name, "split": split,
+           "num_samples": len(data), "checkpoint": str(path)}
+    if ckpt.task == "semseg":
+        out["num_points"] = data.total_points  # every original point is scored
+    return out

@@ -80,6 +80,9 @@ def build_model(name: str, data: Any, model_cfg: dict[str, Any], device: torch.d
     cfg = dict(model_cfg)
     if data.task == "partseg":
         cfg.setdefault("num_categories", data.num_classes)
+    if data.task == "semseg":  # input channels and voxel size come from the data unless given
+        cfg.setdefault("in_channels", data.num_channels)
+        cfg.setdefault("grid_size", data.grid_size)
     num_outputs = data.num_parts if data.task == "partseg" else data.num_classes
     model = create_model(name, num_classes=num_outputs, **cfg).to(device)
     if sync_bn:
@@ -88,10 +91,12 @@ def build_model(name: str, data: Any, model_cfg: dict[str, Any], device: torch.d
 
 
 def build_optimisation(cfg: FitConfig, views: Dataset, trainable: torch.nn.Module, world: World,
-                       device: torch.device) -> tuple[DataLoader, torch.optim.Optimizer, Any]:
+                       device: torch.device, collate_fn: Callable | None = None
+                       ) -> tuple[DataLoader, torch.optim.Optimizer, Any]:
     """The epoch loader (sharded over ranks), AdamW and the warm-up + cosine schedule of one run."""
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    loader = train_loader(views, cfg.batch_size, world, cfg.seed, workers=workers, pin_memory=device.type == "cuda")
+    loader = train_loader(views, cfg.batch_size, world, cfg.seed, workers=workers, pin_memory=device.type == "cuda",
+                          collate_fn=collate_fn)
     steps = max(1, len(loader))
     optimizer = make_optimizer(trainable, cfg.lr, cfg.weight_decay)
     return loader, optimizer, make_scheduler(optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps)
@@ -111,10 +116,16 @@ def epoch_loader(views: Any, loader: DataLoader) -> Callable[[int], DataLoader]:
 
 def scorers(model: torch.nn.Module, splits: Splits, device: torch.device, batch_size: int
             ) -> tuple[Callable[[], dict[str, float]] | None, Callable[[Path], dict[str, float]]]:
-    """``(validate, test)`` hooks of ``fit``: the live model on ``val``; a saved checkpoint on ``test``."""
+    """``(validate, test)`` hooks of ``fit``: the live model on ``val``; a saved checkpoint on ``test``. Validation
+    keeps the headline numbers (scene segmentation: not the per-class IoUs, which the test scores carry)."""
     eval_batch = max(batch_size, 64)
-    validate = None if splits.val is None else (lambda: evaluate(model, splits.val, device, batch_size=eval_batch))
-    return validate, lambda path: evaluate_file(path, splits.test, device, batch_size=eval_batch)
+
+    def validate() -> dict[str, float]:
+        metrics = evaluate(model, splits.val, device, batch_size=eval_batch)
+        return {k: v for k, v in metrics.items() if not k.startswith("iou/")}
+
+    return (None if splits.val is None else validate), lambda path: evaluate_file(path, splits.test, device,
+                                                                                   batch_size=eval_batch)
 
 
 def prepare_out_file(out: Path) -> None:
