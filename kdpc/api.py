@@ -23,11 +23,12 @@ from .training.runtime import resolve_device
 __all__ = ["RecordsDataset", "Teacher", "TeacherAdapter", "load_teacher", "record"]
 
 
-def record(teacher: str | torch.nn.Module | Teacher, dataset: Any, out: str | None = None, *, views: int = 10,
+def record(teacher: str | torch.nn.Module | Teacher, dataset: Any, out: str | None = None, *, views: int = 40,
            adapter: TeacherAdapter | Mapping[str, Any] | None = None, teacher_weights: str | None = None,
            teacher_cfg: Mapping[str, Any] | None = None, data_root: str | None = None, split: str = "train",
            num_points: int | None = None, dataset_cfg: Mapping[str, Any] | None = None, codec: str | None = None,
            augment: Mapping[str, Any] | None = None, batch_size: int = 64, device: str = "auto", seed: int = 0,
+           precision: str = "fp32",
            resume: bool = False, overwrite: bool = False, log: Callable[..., None] | None = None,
            show_progress: bool = False) -> RecordResult:
     """Run ``teacher`` once over ``views`` augmented views of every sample of ``dataset`` and write a record store.
@@ -42,6 +43,7 @@ def record(teacher: str | torch.nn.Module | Teacher, dataset: Any, out: str | No
         out: the store (``*.zarr`` folder or ``*.h5``; default ``records/<dataset>.zarr``).
         adapter: ``TeacherAdapter`` or its options (layout, channels, output, output_type, class_names, normalize,
             scale) for a teacher that is not a kdpc checkpoint.
+        precision: ``fp32`` (default, TF32 off), ``bf16`` or ``fp16`` (autocast; ``kdpc record --amp``).
         The other arguments are ``kdpc record``'s options.
 
     Returns:
@@ -53,7 +55,8 @@ def record(teacher: str | torch.nn.Module | Teacher, dataset: Any, out: str | No
         adapter=dict(adapter.to_dict() if isinstance(adapter, TeacherAdapter) else adapter or {}),
         dataset=dataset if isinstance(dataset, str) else None, dataset_cfg=dict(dataset_cfg or {}),
         num_points=num_points, data_root=data_root, split=split, views=views, out=out, codec=codec,
-        batch_size=batch_size, workers=0, device=device, seed=seed, augment=dict(augment or {}), resume=resume,
+        batch_size=batch_size, workers=0, device=device, seed=seed, precision=precision, augment=dict(augment or {}),
+        resume=resume,
         overwrite=overwrite)
     given = None
     if isinstance(teacher, Teacher):

@@ -4,6 +4,8 @@ and no dependence on the numpy version."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -28,3 +30,12 @@ def stable_permutation(seed: int, n: int) -> np.ndarray:
     """A permutation of ``range(n)`` that depends only on ``seed``."""
     base = splitmix64(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
     return np.argsort(splitmix64(base ^ np.arange(n, dtype=np.uint64)), kind="stable")
+
+
+def hash_arrays(digest: Any, arrays: list[tuple[str, np.ndarray, str]]) -> None:
+    """Feed ``(name, array, dtype)`` triples into a hashlib ``digest``: name, dtype and shape, then the values cast
+    to that dtype (little-endian dtypes give the same digest on every machine)."""
+    for key, arr, dtype in arrays:
+        arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
+        digest.update(f"{key}:{dtype}:{list(arr.shape)}\n".encode())
+        digest.update(memoryview(arr).cast("B"))

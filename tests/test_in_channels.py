@@ -120,3 +120,19 @@ class _Pool(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x).amax(1)
+
+
+def test_a_model_with_normals_trains_and_is_scored_on_its_own_channels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KDPC_CACHE_DIR", str(tmp_path / "cache"))
+    make_folder_dataset(tmp_path / "data", per_class={"train": 2, "test": 1}, normals=True)
+    data = create_dataset("folder", root="data", split="test", num_points=32, num_raw_points=64,
+                          channels="xyz+normals")
+    from kdpc.training.data import EvalViews
+
+    assert EvalViews(data)[0]["points"].shape == (32, 6)  # validation and test views carry the normals too
+    ok("train", "--model", "pointnet-tiny", "--model-opt", "in_channels=6", "--dataset", "folder", "--data-root",
+       "data", "--dataset-opt", "channels=xyz+normals", "--dataset-opt", "num_raw_points=64", "--num-points", "32",
+       "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", tmp_path / "n.pt")
+    result = json.loads(ok("eval", "--checkpoint", tmp_path / "n.pt", "--data-root", "data", "--json").stdout)
+    assert 0.0 <= result["oa"] <= 1.0

@@ -18,7 +18,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import KdpcError
-from ..hashing import stable_permutation
+from ..hashing import hash_arrays, stable_permutation
 from ..plugins import plugin_of
 from .channels import GROUP_WIDTH, channels_text, default_channels, parse_channels
 
@@ -190,10 +190,7 @@ class PointCloudDataset(Dataset):
             arrays = [("points", self.points, "<f4"), ("labels", self.labels, "<i8")]
             if self.part_labels is not None:
                 arrays.append(("part_labels", self.part_labels, "<i8"))
-            for key, arr, dtype in arrays:
-                arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
-                h.update(f"{key}:{dtype}:{list(arr.shape)}\n".encode())
-                h.update(memoryview(arr).cast("B"))
+            hash_arrays(h, arrays)
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 

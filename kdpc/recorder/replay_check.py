@@ -15,13 +15,11 @@ from ..errors import KdpcError
 from ..plugins import missing_hint
 from ..teachers import Teacher, load_teacher
 from ..training.runtime import resolve_device
+from .precision import replay_tolerance
 from ..store import RecordReader
 from ..store.codecs import PointCodec, PointTopKCodec, decoded_error_bound, get_codec, logsumexp
 from ..store.codecs import point_decoded_error_bound
 from ..store.codecs.points import top_k
-
-# Replayed views may be batched differently from the recording run; that moves log-probs by ~1e-5.
-BATCH_ROUNDING_SLACK = 1e-3
 
 
 def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None = None, device: str = "auto",
@@ -67,20 +65,24 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
         replayed = loaded(torch.from_numpy(np.stack(views)).to(dev), torch.tensor(labels, device=dev)).cpu().numpy()
     codec = get_codec(header.codec, header.num_classes)
     stored_logprobs = stored["logprobs"].astype(np.float64)
-    bound = decoded_error_bound(codec, replayed.astype(np.float64), stored_logprobs) + BATCH_ROUNDING_SLACK
+    precision, tolerance, min_agreement = replay_tolerance(header.teacher.get("precision"))
+    bound = decoded_error_bound(codec, replayed.astype(np.float64), stored_logprobs) + tolerance
     error = np.abs(replayed - stored_logprobs)
     bounded = np.isfinite(bound)  # topk tails carry no per-class guarantee
     max_error = float(error[bounded].max()) if bounded.any() else 0.0
     worst = float((error - bound)[bounded].max()) if bounded.any() else 0.0
-    ok = worst <= 0.0
     argmax_agree = float((replayed.argmax(1) == stored_logprobs.argmax(1)).mean())
+    ok = worst <= 0.0 and argmax_agree >= min_agreement
     return {"ok": ok, "checked": int(records.size), "max_abs_error": max_error, "argmax_agreement": argmax_agree,
+            "precision": precision, "tolerance": tolerance,
             "message": f"max |log-prob error| {max_error:.3g} ({'within' if ok else 'OUTSIDE'} the {header.codec} codec "
-                       f"bound); argmax agreement {100 * argmax_agree:.1f}%"}
+                       f"bound + {tolerance:g} for a teacher recorded at {precision}); argmax agreement "
+                       f"{100 * argmax_agree:.1f}%"}
 
 
 # Stored features are float16; a different batch composition moves float32 features by ~1e-6 relative.
 FEATURE_RTOL = 2.0**-10
+LOW_PRECISION_FEATURE_RTOL = 2.0**-5  # a bf16 / fp16 teacher's features (8 / 11 significant bits), with margin
 
 
 def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module, dev: torch.device,
@@ -95,21 +97,25 @@ def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module
     views = np.stack([replay_view(dataset, int(s), params_at(params, k))[0] for k, s in enumerate(stored["sample"])])
     labels = torch.as_tensor(dataset.labels[stored["sample"].astype(np.int64)], device=dev).long()
     fresh = teacher_seg_outputs(model, torch.from_numpy(views).to(dev), labels, stored["seed"], header)
-    check = point_replay_check(header.codec_obj(), fresh["logprobs"], stored["logprobs"], slack=BATCH_ROUNDING_SLACK)
-    ok = bool(check["ok"]) and check["topk_agreement"] >= 0.99
+    precision, tolerance, min_agreement = replay_tolerance(header.teacher.get("precision"))
+    check = point_replay_check(header.codec_obj(), fresh["logprobs"], stored["logprobs"], slack=tolerance)
+    ok = bool(check["ok"]) and check["topk_agreement"] >= 0.99 and check["argmax_agreement"] >= min_agreement
     feature_error = None
     if "features" in fresh:
         diff = np.abs(stored["features"] - fresh["features"])
-        tol = FEATURE_RTOL * np.abs(fresh["features"]) + BATCH_ROUNDING_SLACK
+        rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
+        tol = rtol * np.abs(fresh["features"]) + tolerance
         feature_error = float(diff.max()) if diff.size else 0.0
         ok = ok and bool((diff <= tol).all())
-    message = (f"per-point outputs {'within' if check['ok'] else 'OUTSIDE'} the {header.codec} codec bound (worst excess "
+    message = (f"per-point outputs {'within' if check['ok'] else 'OUTSIDE'} the {header.codec} codec bound + "
+               f"{tolerance:g} for a teacher recorded at {precision} (worst excess "
                f"{check['worst_excess']:.3g}), top-K agreement {100 * check['topk_agreement']:.1f}%, argmax agreement "
                f"{100 * check['argmax_agreement']:.1f}%")
     if feature_error is not None:
         message += f"; anchor features max |error| {feature_error:.3g}"
     return {"ok": ok, "checked": int(records.size), "max_abs_error": check["max_abs_error"],
-            "argmax_agreement": check["argmax_agreement"], "feature_max_abs_error": feature_error, "message": message}
+            "argmax_agreement": check["argmax_agreement"], "feature_max_abs_error": feature_error,
+            "precision": precision, "tolerance": tolerance, "message": message}
 
 
 def point_replay_check(codec: PointCodec, reference: np.ndarray, decoded: np.ndarray, slack: float = 1e-3) -> dict:

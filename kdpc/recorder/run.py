@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..augment import AugmentConfig, draw_params, param_specs
-from ..training.runtime import autocast, default_workers, resolve_device
+from ..training.runtime import default_workers, resolve_device
+from .precision import check_precision, teacher_precision
 from ..distributed import World, distributed, everywhere, on_main, raise_if_any, rank_device
 from ..errors import KdpcError
 from ..progress import progress
@@ -46,7 +47,7 @@ class RecordConfig:
     batch_size: int = 64
     workers: int | None = None
     device: str = "auto"
-    amp: bool = True
+    precision: str = "fp32"  # fp32 (TF32 off) | bf16 | fp16 (autocast): kdpc.recorder.precision
     seed: int = 0
     chunk_records: int | None = None
     augment: dict[str, Any] = field(default_factory=dict)
@@ -82,7 +83,7 @@ def build_header(cfg: RecordConfig, teacher: Teacher, dataset: Any, augment: Aug
         "augment": augment.to_dict(),
         "run_seed": cfg.seed,
         "num_points": dataset.num_points,
-        "teacher": teacher.provenance(),
+        "teacher": {**teacher.provenance(), "precision": cfg.precision},
         "dataset": dataset.describe(),
         "kdpc_version": __version__,
     }
@@ -114,6 +115,7 @@ def record(cfg: RecordConfig, log=print, show_progress: bool = True, *, teacher:
         raise KdpcError("--views must be between 1 and 65535")
     if cfg.batch_size < 1:
         raise KdpcError("--batch-size must be >= 1")
+    check_precision(cfg.precision)
     if cfg.chunk_records is not None and cfg.chunk_records < 1:
         raise KdpcError(f"--chunk-records must be >= 1 (or left out: the default), got {cfg.chunk_records}")
     device = resolve_device(cfg.device)
@@ -214,7 +216,7 @@ def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device,
                 if current is None:
                     current = next(block_iter)
                 points = batch["points"].to(device, non_blocking=True)
-                with autocast(device, cfg.amp):
+                with teacher_precision(device, cfg.precision):
                     if writer.header.task == "partseg":
                         seeds = view_seeds(batch["record"].numpy(), len(dataset), augment, cfg.seed)
                         outputs.append(teacher_seg_outputs(teacher.module, points, batch["label"].to(device), seeds,

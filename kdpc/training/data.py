@@ -51,7 +51,8 @@ class EpochViews(Dataset):
 
 
 class EvalViews(Dataset):
-    """The deterministic evaluation view of each sample: the first ``num_points`` points, unaugmented."""
+    """The deterministic evaluation view of each sample: the first ``num_points`` points, unaugmented, with every
+    channel of the data (a model takes its first ``in_channels``)."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -61,7 +62,7 @@ class EvalViews(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = self.dataset.num_points
-        item = {"points": self.dataset.points[index, :n, :3].astype(np.float32), "label": int(self.dataset.labels[index])}
+        item = {"points": self.dataset.points[index, :n].astype(np.float32), "label": int(self.dataset.labels[index])}
         if getattr(self.dataset, "part_labels", None) is not None:
             item["parts"] = self.dataset.part_labels[index, :n].astype(np.int64)
         return item

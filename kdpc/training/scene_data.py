@@ -11,31 +11,18 @@ from torch.utils.data import Dataset
 from ..augment import params_at
 from ..scenes.transforms import (SceneAugmentConfig, ScenePointAugmentConfig, SceneView, apply_scene_point_noise,
                                  draw_scene_params, eval_scene_view, replay_scene_view)
-from .data import point_rng
+from .data import EpochViews, point_rng
 
 
 def view_item(view: SceneView, channels: tuple[str, ...], index: int) -> dict[str, Any]:
     return {"coord": view.coord, "feat": view.features(channels), "segment": view.segment, "index": index}
 
 
-class SceneEpochViews(Dataset):
+class SceneEpochViews(EpochViews):
     """Scene ``i`` in epoch ``e`` is ``draw_scene_params(seed, i, view=e, stream="train")`` replayed (rotation,
     scale, flips, shift, grid sampling, crop to the dataset's ``num_points``), plus point-level noise keyed by
-    ``(seed, e, i)``: reproducible, and a resumed run sees the views an uninterrupted one would."""
-
-    def __init__(self, dataset: Any, augment: SceneAugmentConfig, point_augment: ScenePointAugmentConfig,
-                 seed: int) -> None:
-        self.dataset = dataset
-        self.augment = augment
-        self.point_augment = point_augment
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+    ``(seed, e, i)``: reproducible, and a resumed run sees the views an uninterrupted one would. Constructed like
+    ``EpochViews`` with ``SceneAugmentConfig`` / ``ScenePointAugmentConfig``."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         params = params_at(draw_scene_params(self.augment, self.seed, np.array([index]), np.array([self.epoch]),

@@ -18,6 +18,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ...errors import KdpcError
+from ...hashing import hash_arrays
 from ..channels import channels_text, parse_channels
 
 SCENE_ARRAYS = {"normals": "normal", "rgb": "color"}  # channel group -> the Scene array holding it
@@ -172,10 +173,7 @@ class SceneDataset(Dataset):
                 for group in self.channels[1:]:
                     key = SCENE_ARRAYS[group]
                     arrays.append((key, getattr(scene, key), "u1" if key == "color" else "<f4"))
-                for key, arr, dtype in arrays:
-                    arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
-                    h.update(f"{key}:{dtype}:{list(arr.shape)}\n".encode())
-                    h.update(memoryview(arr).cast("B"))
+                hash_arrays(h, arrays)
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
