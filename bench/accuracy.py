@@ -78,6 +78,8 @@ def run_all(specs: list[dict[str, Any]], jobs: int, report_only: bool = False) -
             print(f"  {result['name']:<40s} test OA {100 * metrics.get('test/oa', float('nan')):6.2f} "
                   f"({result['seconds'] / 60:.1f} min)", flush=True)
             results.append(result)
+        pool.close()
+        pool.join()
     return results
 
 

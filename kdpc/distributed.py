@@ -85,9 +85,12 @@ def distributed(device: torch.device, backend: str | None = None, timeout: timed
     world = init_world(device, backend, timeout)
     try:
         yield world
-    finally:
-        if created:
-            shutdown(world)
+    except BaseException:
+        if created:  # a failing rank leaves at once (torchrun stops the others), never waiting for them
+            shutdown(world, wait_for_peers=False)
+        raise
+    if created:
+        shutdown(world)
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:
@@ -194,8 +197,12 @@ def all_gather_cat(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def shutdown(world: World) -> None:
+def shutdown(world: World, wait_for_peers: bool = True) -> None:
     if world.enabled and dist.is_initialized():
+        if wait_for_peers:
+            # every rank gets here before any tears the group down: a rank that destroys it while another still
+            # has gloo work in flight aborts that process ("terminate called without an active exception")
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -69,9 +69,9 @@ def test_set_on_the_command_line_and_flags_win(checkpoint, tmp_path):
 
 def test_help_shows_the_config_defaults():
     record = ok("record", "--help").stdout
-    assert "[default: 10]" in record and "[default: none]" in record  # --views, --rotation
+    assert "[default: 40]" in record and "[default: none]" in record  # --views, --rotation
     distill = ok("distill", "--help").stdout
-    assert "[default: pointnet-tiny]" in distill and "[default: 4.0]" in distill and "--set KEY=VALUE" in distill
+    assert "[default: pointnet-tiny]" in distill and "[default: 2.0]" in distill and "--set KEY=VALUE" in distill
     assert "[default: 30]" in ok("train", "--help").stdout
 
 

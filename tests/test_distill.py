@@ -100,7 +100,7 @@ def distill_args(store, out, *extra):
 
 def test_distill_run_folder_has_checkpoints_metrics_config_and_curves(tiny_store, tmp_path):
     out = tmp_path / "run"
-    proc = run_kdpc(*distill_args(tiny_store, out, "--nwsd-source", "past"))
+    proc = run_kdpc(*distill_args(tiny_store, out, "--nwsd-source", "past", "--nwsd-weight", "-0.2"))
     assert "chosen: epoch" in proc.stdout
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -200,9 +200,9 @@ def test_online_teacher_baseline_trains_on_the_same_views(tiny_teacher, tmp_path
     assert load_checkpoint(out / "student.pt").provenance["source"]["online_teacher"] == tiny_teacher.name
 
 
-def test_nwsd_off_has_no_self_distillation_term(tiny_store, tmp_path):
+def test_nwsd_is_off_by_default_and_then_has_no_self_distillation_term(tiny_store, tmp_path):
     out = tmp_path / "plain-kd"
-    run_kdpc(*distill_args(tiny_store, out, "--nwsd-weight", "0"))
+    run_kdpc(*distill_args(tiny_store, out))
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert "loss/nwsd" not in row and row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"], rel=1e-3)
 
