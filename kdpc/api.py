@@ -5,7 +5,7 @@ training loop.
 >>> result = kdpc.record(my_module, "folder", data_root="data/shapes", out="records/shapes.zarr", views=10)
 >>> data = kdpc.RecordsDataset("records/shapes.zarr", data_root="data/shapes")
 >>> points, label, teacher_logprobs = data[0]
->>> loss = kdpc.kd_loss(student(points[None]), teacher_logprobs[None], temperature=4.0)
+>>> loss = kdpc.kd_loss(student(points[None]), teacher_logprobs[None], temperature=2.0)
 """
 
 from __future__ import annotations

@@ -16,6 +16,21 @@ from ..store.schema import record_index
 from .seg import seg_item_fields
 
 
+def recorded_dataset(header: Any, store: str, data_root: str | None = None) -> Any:
+    """The split a store was recorded from, created again from its header (``data_root`` for file datasets) and
+    checked to be exactly that data."""
+    from ..data import DATASETS, create_dataset
+    from ..plugins import missing_hint
+
+    info = header.dataset
+    if info["name"] not in DATASETS:
+        raise KdpcError(f"store {store}: {missing_hint('dataset', info['name'], info.get('plugin'))}")
+    dataset = create_dataset(info["name"], root=data_root, split=info.get("split", "train"),
+                             num_points=header.num_points, **info.get("config", {}))
+    check_provenance(header, dataset)
+    return dataset
+
+
 def check_provenance(header: Any, dataset: Any) -> None:
     """Refuse to train when the store was not recorded from exactly this data."""
     recorded = header.dataset

@@ -15,11 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import PointAugmentConfig, apply_point_level_with_index, params_at, replay_view
-from ..data import DATASETS, create_dataset
 from ..errors import KdpcError
-from ..plugins import missing_hint
 from ..training.data import point_rng
-from .dataset import check_provenance
+from .dataset import check_provenance, recorded_dataset
 
 
 class RecordsDataset(Dataset):
@@ -43,12 +41,9 @@ class RecordsDataset(Dataset):
             raise KdpcError(f"RecordsDataset serves classification stores; {store} is {header.task} (its per-point "
                             "outputs and anchor features are read by kdpc distill)")
         if dataset is None:
-            info = header.dataset
-            if info["name"] not in DATASETS:
-                raise KdpcError(f"store {store}: {missing_hint('dataset', info['name'], info.get('plugin'))}")
-            dataset = create_dataset(info["name"], root=data_root, split=info.get("split", "train"),
-                                     num_points=header.num_points, **info.get("config", {}))
-        check_provenance(header, dataset)
+            dataset = recorded_dataset(header, store, data_root)
+        else:
+            check_provenance(header, dataset)
         self.dataset = dataset
         self.num_views = header.num_views if views is None else int(views)
         if not 1 <= self.num_views <= header.num_views:

@@ -9,10 +9,7 @@ import numpy as np
 import torch
 
 from ..augment import params_at, replay_view
-from ..data import DATASETS, create_dataset
-from ..distill.dataset import check_provenance
-from ..errors import KdpcError
-from ..plugins import missing_hint
+from ..distill.dataset import recorded_dataset
 from ..teachers import Teacher, load_teacher
 from ..training.runtime import resolve_device
 from .precision import replay_tolerance
@@ -40,12 +37,7 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
     if comparable and header.teacher.get("sha256") and sha and sha != header.teacher["sha256"]:
         return {"ok": False, "checked": 0, "max_abs_error": None,
                 "message": f"{loaded.loaded.source} is not the teacher that made this store (sha256 differs)"}
-    info = header.dataset
-    if info["name"] not in DATASETS:
-        raise KdpcError(f"store {store}: {missing_hint('dataset', info['name'], info.get('plugin'))}")
-    dataset = create_dataset(info["name"], root=data_root, split=info.get("split", "train"),
-                             num_points=header.num_points, **info.get("config", {}))
-    check_provenance(header, dataset)
+    dataset = recorded_dataset(header, store, data_root)
     loaded.bind(dataset, dev)
     if list(loaded.class_names or []) != list(header.class_names):
         return {"ok": False, "checked": 0, "max_abs_error": None,
