@@ -97,8 +97,7 @@ def main() -> None:
     run_record()  # warm-up; also gives the block layout of the store
     reader = RecordReader(str(store))
     header = reader.header
-    ranges = [(b * header.chunk_records, min((b + 1) * header.chunk_records, header.num_records))
-              for b in range(-(-header.num_records // header.chunk_records))]
+    ranges = [header.block_range(b) for b in range(header.num_blocks)]
     augment_s, batches = timed(lambda: [(b["points"], b["label"]) for b in record_batches(dataset, cfg, ranges,
                                                                                           args.workers)], device)
     h2d_s, on_device = timed(lambda: [(x.to(device), y.to(device)) for x, y in batches], device)

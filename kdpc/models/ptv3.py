@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from ..errors import KdpcError
 from .registry import build, register_model
-from .scene_base import DropPath, GridPool, GridUnpool, SceneSegModel, SparseConv3, norm_act, stage_list
+from .scene_base import (DropPath, GridPool, GridUnpool, SceneSegModel, SparseConv3, drop_path_rates, norm_act,
+                         stage_list)
 from .scene_ops import ORDERS, Level, Patches, gather_neighbours, neighbour_map
 
 
@@ -135,14 +136,14 @@ class PointTransformerV3(SceneSegModel):
         self.orders = tuple(orders)
         self.shuffle_orders = bool(shuffle_orders)
         self.stem = Stem(in_channels, enc_channels[0], stem_kernel)
-        rates = iter(_rates(drop_path, enc_depths))
+        rates = iter(drop_path_rates(drop_path, enc_depths))
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
         for s in range(stages):
             self.down.append(GridPool(enc_channels[s - 1], enc_channels[s]) if s else nn.Identity())
             self.enc.append(nn.ModuleList(PTv3Block(enc_channels[s], enc_heads[s], patch_size, mlp_ratio, next(rates))
                                           for _ in range(enc_depths[s])))
-        rates = iter(_rates(drop_path, dec_depths))
+        rates = iter(drop_path_rates(drop_path, dec_depths))
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for s in range(stages - 1):
@@ -179,10 +180,6 @@ class PointTransformerV3(SceneSegModel):
                 k += 1
         return x
 
-
-def _rates(rate: float, depths: tuple[int, ...]) -> list[float]:
-    total = sum(depths)
-    return [rate * i / max(1, total - 1) for i in range(total)]
 
 
 @register_model(task="semseg", published_params=46_200_000)
