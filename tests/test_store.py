@@ -64,7 +64,7 @@ def test_header_round_trip_and_geometry():
     ({"class_names": ["a"]}, "class names"),
     ({"task": "detection"}, "not supported yet"),
     ({"task": "partseg", "num_anchors": 500}, "exceeds"),  # more anchors than points per view
-    ({"num_anchors": 4}, "partseg stores only"),
+    ({"num_anchors": 4}, "semseg stores only"),
     ({"params": [ParamSpec("view", (), "uint16")]}, "clash"),
     ({"num_views": 0}, "positive integer"),
     ({"schema_version": 99}, "schema version"),

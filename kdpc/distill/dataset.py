@@ -26,7 +26,8 @@ def recorded_dataset(header: Any, store: str, data_root: str | None = None) -> A
     if info["name"] not in DATASETS:
         raise KdpcError(f"store {store}: {missing_hint('dataset', info['name'], info.get('plugin'))}")
     dataset = create_dataset(info["name"], root=data_root, split=info.get("split", "train"),
-                             num_points=header.num_points, **info.get("config", {}))
+                             num_points=info.get("num_points") if header.task == "semseg" else header.num_points,
+                             **info.get("config", {}))
     check_provenance(header, dataset)
     return dataset
 
@@ -40,8 +41,10 @@ def check_provenance(header: Any, dataset: Any) -> None:
         differences.append(f"dataset fingerprint {a} (store) vs {b} (data)")
     if int(recorded.get("num_samples", -1)) != len(dataset):
         differences.append(f"num_samples {recorded.get('num_samples')} vs {len(dataset)}")
-    if int(header.num_points) != dataset.num_points:
-        differences.append(f"num_points {header.num_points} vs {dataset.num_points}")
+    # scene stores: header.num_points is the largest view; the data's own num_points (the crop size) is in dataset
+    recorded_points = int(recorded.get("num_points", -1) if header.task == "semseg" else header.num_points)
+    if recorded_points != dataset.num_points:
+        differences.append(f"num_points {recorded_points} vs {dataset.num_points}")
     names = dataset.output_names
     if list(header.class_names) != names:
         differences.append("class names differ")

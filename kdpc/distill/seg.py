@@ -127,17 +127,21 @@ def seg_item_fields(batch: Mapping[str, np.ndarray], k: int, point_index: np.nda
 
 
 # -------------------------------------------------------------------------------------------------- loss
-def student_features_and_logits(student: nn.Module, points: Tensor, category: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``(features [B, N, Ds], logits [B, N, P] float32)`` from ONE forward of a part-segmentation student.
+def student_features_and_logits(student: nn.Module, *inputs: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(features [..., Ds], logits [..., P] float32)`` from ONE forward of a segmentation student: part models take
+    ``(points [B, N, C], category)`` (the category only if built with ``num_categories``), scene models
+    ``(coord, feat, offset)`` and give ``[N, Ds]`` / ``[N, P]``.
 
     A plain model: ``forward_features`` then ``forward_head``. A DDP/DataParallel wrapper: the call goes through the
     wrapper (so gradients are synchronised) and the features are caught on their way into ``model.head``.
     """
     wrapped = isinstance(student, (nn.parallel.DistributedDataParallel, nn.DataParallel))
     inner = student.module if wrapped else student
-    cat = category if getattr(inner, "num_categories", 0) else None
+    if len(inputs) == 2:  # part segmentation: (points, category)
+        points, category = inputs
+        inputs = (points, category if getattr(inner, "num_categories", 0) else None)
     if not wrapped:
-        feats = inner.forward_features(points, cat)
+        feats = inner.forward_features(*inputs)
         return feats, inner.forward_head(feats).float()
     head = getattr(inner, "head", None)
     if not isinstance(head, nn.Module):
@@ -145,7 +149,7 @@ def student_features_and_logits(student: nn.Module, points: Tensor, category: Te
     caught: list[Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
     try:
-        logits = student(points, cat)
+        logits = student(*inputs)
     finally:
         handle.remove()
     if len(caught) != 1:
@@ -200,24 +204,56 @@ class SrkdLoss(nn.Module):
             ``anchors_valid`` to the detached fraction of anchors present in the input; ``total`` is the weighted
             sum. Terms with weight 0 are not computed (the cross-sample term costs O(B^2 M^2)).
         """
-        cfg = self.config
         feats, logits = student_features_and_logits(student, points, category)
-        parts = batch["parts"].to(logits.device)
-        terms: dict[str, Tensor] = {}
-        terms["ce"] = label_smoothing_ce(logits, parts, smoothing=cfg.label_smoothing, ignore_index=cfg.ignore_index)
-        teacher = batch["teacher_logprobs"].to(logits.device)
-        mask = batch.get("point_mask")
-        terms["kd"] = pointwise_kd_loss(logits, teacher, cfg.pointwise_temperature,
-                                        mask=None if mask is None else mask.to(logits.device))
-        total = cfg.ce_weight * terms["ce"] + cfg.pointwise_weight * terms["kd"]
+        pos = batch.get("anchor_positions")
+        picked = valid = None
         if self.projector is not None:
-            pos = batch["anchor_positions"].to(feats.device).long()
+            pos = pos.to(feats.device).long()
             valid = pos >= 0
             picked = torch.gather(feats, 1, pos.clamp_min(0)[..., None].expand(-1, -1, feats.shape[-1]))
-            projected = self.projector(picked)
-            t_feats = batch["teacher_features"].to(feats.device)
+        mask = batch.get("point_mask")
+        terms, total = self.terms(logits, batch["parts"], batch["teacher_logprobs"], picked,
+                                  batch.get("teacher_features"), valid,
+                                  None if mask is None else mask.to(logits.device))
+        return logits, terms, total
+
+    def scene_forward(self, student: nn.Module, coord: Tensor, feat: Tensor, offset: Tensor,
+                      batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """The same objective on a scene batch (points of all scenes concatenated, ``offset`` their running ends).
+
+        ``batch``: ``segment`` ``[N]`` (-1 = unlabelled, never a CE target), ``teacher_logprobs`` ``[N, P]``; with
+        feature terms ``teacher_features`` ``[B, M, D]`` and ``anchor_rows`` ``[B, M]`` (rows of the concatenated
+        points, -1 where a view has fewer than M points). The cross-sample term relates the anchors of all scenes
+        of the batch. Returns ``(logits [N, P], terms, total)``."""
+        feats, logits = student_features_and_logits(student, coord, feat, offset)
+        picked = valid = None
+        if self.projector is not None:
+            rows = batch["anchor_rows"].to(feats.device).long()
+            valid = rows >= 0
+            picked = feats[rows.clamp_min(0)]  # [B, M, Ds]
+        terms, total = self.terms(logits[None], batch["segment"][None], batch["teacher_logprobs"][None], picked,
+                                  batch.get("teacher_features"), valid, ignore_index=-1)
+        return logits, terms, total
+
+    def terms(self, logits: Tensor, target: Tensor, teacher_logprobs: Tensor, student_anchors: Tensor | None,
+              teacher_features: Tensor | None, valid: Tensor | None, mask: Tensor | None = None,
+              ignore_index: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """The weighted terms from the student's logits ``[B, N, P]`` and its features at the anchors
+        ``[B, M, Ds]`` (``valid`` ``[B, M]``: the anchor is in the input)."""
+        cfg = self.config
+        terms: dict[str, Tensor] = {}
+        ignore = cfg.ignore_index if ignore_index is None else ignore_index
+        terms["ce"] = label_smoothing_ce(logits, target.to(logits.device), smoothing=cfg.label_smoothing,
+                                         ignore_index=ignore)
+        terms["kd"] = pointwise_kd_loss(logits, teacher_logprobs.to(logits.device), cfg.pointwise_temperature,
+                                        mask=mask)
+        total = cfg.ce_weight * terms["ce"] + cfg.pointwise_weight * terms["kd"]
+        if self.projector is not None:
+            assert student_anchors is not None and teacher_features is not None and valid is not None
+            projected = self.projector(student_anchors)
+            t_feats = teacher_features.to(projected.device)
             if t_feats.shape[:2] != projected.shape[:2] or t_feats.shape[-1] != self.teacher_dim:
-                raise KdpcError(f"teacher features {tuple(t_feats.shape)} do not fit anchors {tuple(pos.shape)} and "
+                raise KdpcError(f"teacher features {tuple(t_feats.shape)} do not fit anchors {tuple(valid.shape)} and "
                                 f"feature_dim {self.teacher_dim}")
             if cfg.affinity_weight > 0:
                 terms["aff"] = affinity_alignment_loss(projected, t_feats, cfg.affinity_mode, cfg.affinity_temperature,
@@ -227,4 +263,4 @@ class SrkdLoss(nn.Module):
                 terms["cross"] = cross_sample_relation_loss(projected, t_feats, cfg.cross_temperature, valid=valid)
                 total = total + cfg.cross_weight * terms["cross"]
             terms["anchors_valid"] = valid.float().mean().detach()
-        return logits, terms, total
+        return terms, total

@@ -121,7 +121,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                                   options=cfg.online_teacher_cfg, adapter=cfg.online_adapter, device=device)
             data_info = _online_data(online, cfg.online_dataset)
             run_seed, num_views = cfg.online_seed, cfg.online_views
-            augment = AugmentConfig.from_dict(cfg.online_augment)
+            augment = dict(cfg.online_augment)  # the views' config, once the data says objects or scenes
             source = {"online_teacher": online.loaded.source, "teacher_arch": online.loaded.arch,
                       "teacher_format": online.format}
 
@@ -137,6 +137,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                 p.requires_grad_(False)
         if model_task(cfg.student) != train_set.task:
             raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {train_set.task}")
+        if train_set.task == "semseg" and cfg.nwsd_weight != 0:
+            raise KdpcError("negative-weight self-distillation is for objects; scene students train with the SRKD "
+                            "terms (--set srkd.KEY=VALUE): leave --nwsd-weight at 0")
         return reader, teacher, augment, run_seed, num_views, source, splits
 
     reader, teacher, augment, run_seed, num_views, source, splits = everywhere(world, setup)
@@ -152,10 +155,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         + (f", {world.size} processes (global batch {cfg.batch_size}, {cfg.batch_size // max(world.size, 1)} "
            "per process)" if world.enabled else ""))
 
-    views = RecordedViews(train_set, PointAugmentConfig.from_dict(cfg.point_augment), cfg.seed, reader=reader,
-                          augment=augment, run_seed=run_seed, num_views=num_views)
+    views, collate = _views(cfg, train_set, reader, augment, run_seed, num_views)
     srkd = None
-    if task == "partseg":
+    if task in ("partseg", "semseg"):
         srkd_cfg = dict(cfg.srkd)
         if reader is None:  # the online baseline has per-point outputs but no recorded anchor features
             srkd_cfg.update(affinity_weight=0.0, cross_weight=0.0)
@@ -163,7 +165,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if srkd.projector is not None and world.enabled:
             srkd.projector = wrap_ddp(srkd.projector, device, world)  # its gradients are averaged like the student's
     trainable = student if srkd is None else torch.nn.ModuleDict({"student": student, "srkd": srkd})
-    loader, optimizer, scheduler = build_optimisation(cfg, views, trainable, world, device)
+    loader, optimizer, scheduler = build_optimisation(cfg, views, trainable, world, device, collate_fn=collate)
 
     resume_state = everywhere(world, lambda: _resume_state(out / "last.pt", student, device, world)) if cfg.resume else None
     model = wrap_ddp(student, device, world)  # broadcasts rank 0's weights; `student` stays the plain module
@@ -183,7 +185,26 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     nwsd_t = cfg.nwsd_temperature or cfg.temperature
     last: dict[str, Any] = {}
 
+    def scene_step(batch: dict[str, Any]):
+        on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+        inputs = on_device["coord"], on_device["feat"], on_device["offset"]
+        if teacher is not None:
+            with torch.inference_mode():
+                teacher_logprobs = F.log_softmax(teacher(*inputs).float(), dim=-1)
+            on_device["teacher_logprobs"] = teacher_logprobs.clone()
+        else:
+            on_device["teacher_logprobs"] = on_device["teacher_logprobs"].float()
+        logits, terms, total = srkd.scene_forward(model, *inputs, on_device)
+        prediction, target = logits.detach().argmax(-1), on_device["segment"]
+        labelled = target >= 0
+        terms["train/acc"] = ((prediction == target) & labelled).sum() / labelled.sum().clamp(min=1)
+        terms["train/agree"] = (prediction == on_device["teacher_logprobs"].argmax(-1)).float().mean()
+        terms["total"] = total.detach()
+        return total, {k: v.item() for k, v in terms.items()}
+
     def step(batch: dict[str, Any]):
+        if task == "semseg":
+            return scene_step(batch)
         points = batch["points"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
         if teacher is not None:
@@ -270,6 +291,22 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                     title=f"{cfg.student} <- {source.get('records') or source.get('online_teacher')}")
     barrier(world)
     return state, out
+
+
+def _views(cfg: DistillConfig, train_set: Any, reader: Any, augment: Any, run_seed: int, num_views: int
+           ) -> tuple[Any, Any]:
+    """The epoch's views of the training split and the loader's ``collate_fn`` (None: torch's default)."""
+    if train_set.task != "semseg":
+        return RecordedViews(train_set, PointAugmentConfig.from_dict(cfg.point_augment), cfg.seed, reader=reader,
+                             augment=None if augment is None else AugmentConfig.from_dict(augment),
+                             run_seed=run_seed, num_views=num_views), None
+    from ..scenes.transforms import SceneAugmentConfig, ScenePointAugmentConfig
+    from .scene_views import SceneCollate, SceneRecordedViews
+
+    views = SceneRecordedViews(train_set, ScenePointAugmentConfig.from_dict(cfg.point_augment), cfg.seed,
+                               reader=reader, augment=None if augment is None else SceneAugmentConfig.from_dict(augment),
+                               run_seed=run_seed, num_views=num_views)
+    return views, SceneCollate(reader.header.num_anchors if reader is not None else 0)
 
 
 def _online_data(teacher: Teacher, given: dict[str, Any]) -> dict[str, Any]:

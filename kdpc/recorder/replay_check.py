@@ -46,6 +46,8 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
     records = np.sort(rng.choice(reader.num_records, size=min(num_check, reader.num_records), replace=False))
     if header.task == "partseg":
         return _replay_check_seg(reader, dataset, loaded.module, dev, records)
+    if header.task == "semseg":
+        return _replay_check_scene(reader, dataset, loaded.module, dev, records)
     stored = reader.get(records)
     params = {spec.name: stored[spec.name] for spec in header.params}
     views, labels = [], []
@@ -108,6 +110,55 @@ def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module
     return {"ok": ok, "checked": int(records.size), "max_abs_error": check["max_abs_error"],
             "argmax_agreement": check["argmax_agreement"], "feature_max_abs_error": feature_error,
             "precision": precision, "tolerance": tolerance, "message": message}
+
+
+def _replay_check_scene(reader: RecordReader, dataset: Any, model: torch.nn.Module, dev: torch.device,
+                        records: np.ndarray) -> dict[str, Any]:
+    """semseg: every checked view is rebuilt from its stored parameters with exactly its stored number of points
+    (a different count means the replay is not exact), then checked like part segmentation, view by view."""
+    from ..scenes.transforms import SceneAugmentConfig, replay_scene_view
+    from .scenes import collate_record_views, teacher_scene_outputs
+
+    header = reader.header
+    augment = SceneAugmentConfig.from_dict(header.augment)
+    precision, tolerance, min_agreement = replay_tolerance(header.teacher.get("precision"))
+    rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
+    ok, worst, max_error, feature_error = True, -math.inf, 0.0, None
+    agree, topk_agree, points = 0.0, 0.0, 0
+    for record in records:
+        stored = reader.get_view(int(record))  # its stored parameters: a merged store's views have other seeds
+        view = replay_scene_view(dataset, int(stored["sample"]), {p.name: stored[p.name] for p in header.params},
+                                 augment)
+        item = {"coord": view.coord, "feat": view.features(dataset.channels), "record": int(record),
+                "seed": int(stored["seed"])}
+        m = int(stored["logprobs"].shape[0])
+        if item["coord"].shape[0] != m:
+            return {"ok": False, "checked": int(records.size), "max_abs_error": None,
+                    "message": f"{header.describe_record(int(record))}: the store holds {m} points but the replayed "
+                               f"view has {item['coord'].shape[0]}: the view does not replay exactly"}
+        fresh = teacher_scene_outputs(model, collate_record_views([item]), header, dev)
+        check = point_replay_check(header.codec_obj().resized(m), fresh["logprobs"][None], stored["logprobs"][None],
+                                   slack=tolerance)
+        ok = ok and bool(check["ok"]) and check["topk_agreement"] >= 0.99
+        worst, max_error = max(worst, check["worst_excess"]), max(max_error, check["max_abs_error"])
+        agree += check["argmax_agreement"] * m
+        topk_agree += check["topk_agreement"] * m
+        points += m
+        if "features" in stored:
+            fresh_features = fresh["features"][0, : stored["features"].shape[0]]
+            diff = np.abs(stored["features"] - fresh_features)
+            feature_error = max(feature_error or 0.0, float(diff.max()) if diff.size else 0.0)
+            ok = ok and bool((diff <= rtol * np.abs(fresh_features) + tolerance).all())
+    argmax_agreement, topk_agreement = agree / max(points, 1), topk_agree / max(points, 1)
+    ok = ok and argmax_agreement >= min_agreement
+    message = (f"{records.size} views ({points:,} points) replayed with their stored point counts; per-point outputs "
+               f"{'within' if worst <= 0 else 'OUTSIDE'} the {header.codec} codec bound + {tolerance:g} for a teacher "
+               f"recorded at {precision} (worst excess {worst:.3g}), top-K agreement {100 * topk_agreement:.1f}%, "
+               f"argmax agreement {100 * argmax_agreement:.1f}%")
+    if feature_error is not None:
+        message += f"; anchor features max |error| {feature_error:.3g}"
+    return {"ok": ok, "checked": int(records.size), "max_abs_error": max_error, "argmax_agreement": argmax_agreement,
+            "feature_max_abs_error": feature_error, "precision": precision, "tolerance": tolerance, "message": message}
 
 
 def point_replay_check(codec: PointCodec, reference: np.ndarray, decoded: np.ndarray, slack: float = 1e-3) -> dict:

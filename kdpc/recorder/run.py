@@ -21,7 +21,10 @@ from ..errors import KdpcError
 from ..progress import progress
 from ..teachers import Teacher, load_teacher
 from ..store import RecordWriter, StoreHeader
-from ..store.schema import sample_view
+from ..store.schema import default_params, sample_view
+from ..scenes.transforms import SceneAugmentConfig
+from .scenes import (SceneRecordViews, collate_record_views, concat_scene_outputs, record_scene_params,
+                     scene_header_fields, teacher_scene_outputs)
 from .seg import concat_seg_outputs, make_seg_header_fields, teacher_seg_outputs, view_seeds
 from .views import BlockBatches, RecordViews
 from .writer_thread import BackgroundBlockWriter
@@ -71,7 +74,7 @@ def default_out(dataset_name: str, suffix: str = ".zarr") -> str:
     return str(Path("records") / f"{dataset_name}{suffix}")
 
 
-def build_header(cfg: RecordConfig, teacher: Teacher, dataset: Any, augment: AugmentConfig) -> StoreHeader:
+def build_header(cfg: RecordConfig, teacher: Teacher, dataset: Any, augment: Any) -> StoreHeader:
     fields: dict[str, Any] = {
         "task": teacher.task,
         "num_samples": len(dataset),
@@ -79,7 +82,7 @@ def build_header(cfg: RecordConfig, teacher: Teacher, dataset: Any, augment: Aug
         "num_classes": teacher.num_classes,
         "class_names": list(teacher.class_names or []),
         "codec": cfg.codec or "",  # "": the task's default
-        "params": param_specs(augment),
+        "params": default_params(teacher.task, augment.to_dict()),
         "augment": augment.to_dict(),
         "run_seed": cfg.seed,
         "num_points": dataset.num_points,
@@ -91,7 +94,18 @@ def build_header(cfg: RecordConfig, teacher: Teacher, dataset: Any, augment: Aug
         fields["chunk_records"] = cfg.chunk_records
     if teacher.task == "partseg":  # per-point codec, anchors, feature projection (kdpc checkpoints only)
         fields.update(make_seg_header_fields(teacher.loaded.checkpoint, dataset, cfg, teacher.module))
+    elif teacher.task == "semseg":  # ragged per-point outputs of scene views, anchors, projection
+        fields.update(scene_header_fields(teacher, dataset, cfg, augment))
     return StoreHeader(**fields)
+
+
+def view_augment(cfg: RecordConfig, dataset: Any) -> Any:
+    """The recorded views' augmentation: scene views for scene data, shape-level views otherwise."""
+    if getattr(dataset, "task", "cls") == "semseg":
+        return SceneAugmentConfig.from_dict(cfg.augment)
+    augment = AugmentConfig.from_dict(cfg.augment)
+    check_views(dataset, augment)
+    return augment
 
 
 def check_views(dataset: Any, augment: AugmentConfig) -> None:
@@ -139,8 +153,7 @@ def _record(cfg: RecordConfig, device: torch.device, world: World, log, show_pro
         dataset = given_dataset if given_dataset is not None else teacher.dataset_for(
             cfg.dataset, cfg.data_root, cfg.split, cfg.num_points, cfg.dataset_cfg)
         teacher.bind(dataset, device)
-        augment = AugmentConfig.from_dict(cfg.augment)
-        check_views(dataset, augment)
+        augment = view_augment(cfg, dataset)
         out = cfg.out or default_out(dataset.name)
         return teacher, dataset, augment, out, build_header(cfg, teacher, dataset, augment)
 
@@ -180,9 +193,11 @@ def _record_pending(cfg, teacher, dataset, augment, writer, pending, device, wor
     if world.enabled and pending:
         log(f"{world.size} processes share {len(pending)} blocks")
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    loader = DataLoader(RecordViews(dataset, augment, cfg.seed), batch_sampler=BlockBatches(ranges, cfg.batch_size),
-                        num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+    scenes = writer.header.task == "semseg"
+    views = SceneRecordViews(dataset, augment, cfg.seed) if scenes else RecordViews(dataset, augment, cfg.seed)
+    loader = DataLoader(views, batch_sampler=BlockBatches(ranges, cfg.batch_size), num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        collate_fn=collate_record_views if scenes else None)
     started = time.perf_counter()
     failure = None
     desc = f"record {Path(str(writer.path)).name}" + (f" (rank 0 of {world.size})" if world.enabled else "")
@@ -215,6 +230,13 @@ def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device,
             for batch in loader:
                 if current is None:
                     current = next(block_iter)
+                if writer.header.task == "semseg":
+                    with teacher_precision(device, cfg.precision):
+                        outputs.append(teacher_scene_outputs(teacher.module, batch, writer.header, device))
+                    bar.update(len(batch["record"]))
+                    if _block_finished(current, batch, background, outputs, dataset, augment, cfg.seed):
+                        outputs, current = [], None
+                    continue
                 points = batch["points"].to(device, non_blocking=True)
                 with teacher_precision(device, cfg.precision):
                     if writer.header.task == "partseg":
@@ -224,9 +246,7 @@ def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device,
                     else:
                         outputs.append(teacher(points, batch["label"].to(device)).cpu().numpy())
                 bar.update(points.shape[0])
-                block, (start, stop) = current
-                if int(batch["record"][-1]) == stop - 1:
-                    background.submit(block, _block_columns(start, stop, outputs, dataset, augment, cfg.seed))
+                if _block_finished(current, batch, background, outputs, dataset, augment, cfg.seed):
                     outputs, current = [], None
         finished = True
     finally:
@@ -234,10 +254,23 @@ def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device,
             background.close()  # waits for the last blocks; re-raises a write error
 
 
-def _block_columns(start: int, stop: int, outputs: list, dataset, augment: AugmentConfig, seed: int):
+def _block_finished(current, batch, background, outputs, dataset, augment, seed) -> bool:
+    """Hand a block to the writer once its last record's batch is in; True when it was handed over."""
+    block, (start, stop) = current
+    if int(batch["record"][-1]) != stop - 1:
+        return False
+    background.submit(block, _block_columns(start, stop, outputs, dataset, augment, seed))
+    return True
+
+
+def _block_columns(start: int, stop: int, outputs: list, dataset, augment: Any, seed: int):
     records = np.arange(start, stop)
     samples, views = sample_view(records, len(dataset))
     columns: dict[str, np.ndarray] = {"sample": samples.astype(np.int32), "view": views.astype(np.uint16)}
+    if isinstance(augment, SceneAugmentConfig):
+        columns.update(record_scene_params(augment, seed, records, len(dataset)))
+        columns.update(concat_scene_outputs(outputs))
+        return columns
     columns.update(draw_params(augment, seed, samples, views, stream="record", num_samples=len(dataset)))
     if isinstance(outputs[0], dict):
         columns.update(concat_seg_outputs(outputs))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 from ..errors import KdpcError
 from .backends import open_store, read_header
 from .reader import RecordReader
-from .schema import FEATURES, OUTPUT_GROUP, array_specs
+from .schema import FEATURES, OUTPUT_GROUP, POINT_COUNT, array_specs
 
 
 def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
@@ -18,7 +20,8 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
     chunk_records, blocks, blocks_done, complete, bytes_on_disk, bytes_per_record, array_bytes,
     teacher_accuracy, problem (set when the outputs could not be read), and the provenance: teacher, dataset,
     augment, params, run_seed, num_points, schema_version, kdpc_version, created, extra. partseg stores add
-    num_anchors, feature_dim, feature_projection and output_bytes_per_record / feature_bytes_per_record.
+    num_anchors, feature_dim, feature_projection and output_bytes_per_record / feature_bytes_per_record;
+    semseg stores also points (recorded so far), mean_points_per_view and output_bytes_per_point.
     """
     backend = open_store(path, "r")
     header = read_header(backend)
@@ -53,7 +56,7 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
             info["teacher_accuracy"] = reader.teacher_accuracy()
         except KdpcError as exc:
             info["problem"] = str(exc)
-    if header.task == "partseg":
+    if header.task in ("partseg", "semseg"):
         records = max(header.num_records, 1)
         out_bytes = [v for k, v in info["array_bytes"].items() if k.startswith(OUTPUT_GROUP + "/")]
         info.update({
@@ -64,6 +67,12 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
             "feature_bytes_per_record": (info["array_bytes"][FEATURES] / records
                                          if info["array_bytes"].get(FEATURES) is not None else None),
         })
+    if header.task == "semseg":
+        counts = backend.read(POINT_COUNT, 0, header.num_records).astype(np.int64)  # 0 for views not recorded yet
+        points, views = int(counts.sum()), int((counts > 0).sum())
+        out_bytes = [v for k, v in info["array_bytes"].items() if k.startswith(OUTPUT_GROUP + "/")]
+        info.update({"points": points, "mean_points_per_view": points / views if views else None,
+                     "output_bytes_per_point": sum(out_bytes) / points if points and None not in out_bytes else None})
     info.update(
         {
             "teacher": header.teacher,
@@ -108,6 +117,15 @@ def format_info(info: dict[str, Any]) -> str:
         lines.insert(3, f"per view   {info['num_points']} points x {info['classes']} parts; features at "
                      f"{info.get('num_anchors')} anchors x {info.get('feature_dim')} dims"
                      + (f" (random projection from {proj.get('in_dim')}, seed {proj.get('seed')})" if proj else ""))
+    if info.get("task") == "semseg":
+        proj = info.get("feature_projection") or {}
+        per_point = info.get("output_bytes_per_point")
+        mean = info.get("mean_points_per_view")
+        lines.insert(3, f"per view   up to {info['num_points']:,} points (mean {0 if mean is None else mean:,.0f}) x "
+                     f"{info['classes']} classes, {info.get('points', 0):,} points in all"
+                     + (f", outputs {per_point:.2f} bytes/point" if per_point is not None else "")
+                     + f"; features at {info.get('num_anchors')} anchors x {info.get('feature_dim')} dims"
+                     + (f" (random projection from {proj.get('in_dim')}, seed {proj.get('seed')})" if proj else ""))
     if info.get("problem"):
         lines.append(f"problem    {info['problem']}")
     return "\n".join(lines)
@@ -116,7 +134,8 @@ def format_info(info: dict[str, Any]) -> str:
 def _teacher_line(teacher: dict, metrics: dict) -> str:
     return (f"{teacher.get('arch', '?')} ({int(teacher.get('num_params') or 0):,} params), sha256 "
             f"{str(teacher.get('sha256', '?'))[:16]}…, test "
-            + " ".join(f"{k}={v:.4f}" for k, v in (metrics or {}).items() if isinstance(v, float)))
+            + " ".join(f"{k}={v:.4f}" for k, v in (metrics or {}).items()
+                       if isinstance(v, float) and "/iou/" not in k))  # per-class IoUs: kdpc eval prints them
 
 
 def _teacher_lines(teacher: dict, metrics: dict) -> list[str]:

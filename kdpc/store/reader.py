@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import KdpcError
 from .backends import Backend, StoreCorruptError, open_store, read_header
-from .schema import FEATURES, LABELS, OUTPUT_GROUP, StoreHeader, param_names, record_array_specs
+from .schema import FEATURES, LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, StoreHeader, param_names
+from .schema import record_array_specs
 
 
 class RecordReader:
@@ -36,7 +37,10 @@ class RecordReader:
         if require_complete and not self.complete:
             raise KdpcError(f"record store {self.location} is incomplete ({done} of {h.num_blocks} blocks done); "
                             f"{self._backend.how_to_finish()}")
-        self._specs = record_array_specs(h)
+        specs = record_array_specs(h)
+        self._specs = [s for s in specs if s.per == "record"]  # loaded a view slab at a time
+        self._point_specs = [s for s in specs if s.per == "point"]  # semseg: loaded a block at a time, on demand
+        self._point_blocks: dict[int, dict[str, np.ndarray]] = {}
         self._params = param_names(h)
         self.labels: np.ndarray = np.asarray(self._backend.read(LABELS)).astype(np.int64)
         # dense in-memory copies, filled one view slab at a time
@@ -44,10 +48,11 @@ class RecordReader:
         self._sample = np.empty(r, dtype=np.int32)
         self._view = np.empty(r, dtype=np.uint16)
         self._param_arrays = {p.name: np.empty((r, *p.shape), dtype=p.dtype) for p in h.params}
-        self._seg = h.task == "partseg"
+        self._seg = h.task in ("partseg", "semseg")
+        self._scene = h.task == "semseg"
         if self._seg:  # per-point outputs stay encoded in memory (~10 kB/record) and are decoded per `get`
             self._encoded = {s.name: np.empty(s.shape, dtype=s.dtype) for s in self._specs
-                             if s.name.startswith(OUTPUT_GROUP + "/") or s.name == FEATURES}
+                             if s.name.startswith(OUTPUT_GROUP + "/") or s.name in (FEATURES, POINT_COUNT, POINT_OFFSET)}
         else:
             self._logprobs = np.empty((r, h.num_classes), dtype=np.float32)
         self._loaded = np.zeros(h.num_views, dtype=bool)
@@ -162,6 +167,9 @@ class RecordReader:
         out = {"sample": self._sample[idx], "view": self._view[idx]}
         for name, arr in self._param_arrays.items():
             out[name] = arr[idx]
+        if self._scene:
+            out[POINT_COUNT] = self._encoded[POINT_COUNT][idx].astype(np.int64)
+            return out
         if self._seg:
             if not (isinstance(idx, slice) and idx == slice(None)):
                 out.update(self._decode_seg(idx, out["seed"]))
@@ -198,6 +206,48 @@ class RecordReader:
             if need.size:
                 self._load_views(need)
         return self._columns(idx)
+
+    def get_view(self, record: int) -> dict[str, Any]:
+        """semseg: one recorded view: ``sample``, ``view``, every param, ``logprobs`` float32 ``[m, C]`` (its
+        ``m = point_count`` points in view order, decoded now) and, with anchors, ``features`` float32 ``[a, D]`` and
+        ``anchors`` int64 ``[a]`` (``a = min(M, m)``, ``kdpc.augment.anchor_indices(seed, m, a)``)."""
+        from ..augment import anchor_indices
+
+        if not self._scene:
+            raise KdpcError(f"get_view reads semseg stores; {self.location} is a {self.header.task} store (use get)")
+        r = int(record)
+        cols = {k: (v[0] if v.ndim else v) for k, v in self.get(np.array([r])).items()}
+        m = int(cols.pop(POINT_COUNT))
+        if m < 1:
+            raise KdpcError(f"record store {self.location}: {self.header.describe_record(r)} has no points (its block "
+                            "is not recorded yet)")
+        block = r // self.header.chunk_records
+        rows = self._point_block(block)
+        lo = int(self._encoded[POINT_OFFSET][r]) - self.header.point_block_range(block)[0]
+        prefix = OUTPUT_GROUP + "/"
+        point_rows = {k[len(prefix):]: v[lo : lo + m] for k, v in rows.items()}
+        record_rows = {k[len(prefix):]: v[r] for k, v in self._encoded.items()
+                       if k.startswith(prefix) and k[len(prefix):] not in point_rows}
+        with np.errstate(all="ignore"):
+            cols["logprobs"] = self.codec.decode_view(point_rows, record_rows)
+        if FEATURES in self._encoded:
+            a = min(self.header.num_anchors, m)
+            cols["features"] = self._encoded[FEATURES][r, :a].astype(np.float32)
+            cols["anchors"] = anchor_indices(cols["seed"], m, a)
+        return cols
+
+    def _point_block(self, block: int) -> dict[str, np.ndarray]:
+        with self._lock:
+            if block not in self._point_blocks:
+                lo, hi = self.header.point_block_range(block)
+                done = self._flags[block] == 1
+                rows = {}
+                for spec in self._point_specs:
+                    if done and self._backend.missing_chunks(spec.name, [block]):
+                        raise StoreCorruptError(spec.name, block, "chunk object is missing", self.location)
+                    rows[spec.name] = self._backend.read(spec.name, lo, hi)
+                self._point_blocks[block] = rows
+            return self._point_blocks[block]
 
     # ---------------------------------------------------------------------------------------------- stats
     def teacher_accuracy(self) -> float | None:

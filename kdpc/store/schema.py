@@ -27,17 +27,25 @@ from .codecs import Codec, PointCodec, default_codec, get_codec, get_point_codec
 # 2: views drawn from the "record" stream (kdpc.augment.VIEW_STREAMS), named in view_stream
 # 3: the header carries a checksum over its canonical content and a generation id
 SCHEMA_VERSION = 3
-TASKS = ("cls", "partseg")  # partseg: per-point outputs (a point axis after the record axis) + anchor features
+# partseg: per-point outputs (a point axis after the record axis) + anchor features
+# semseg: scene views of varying size, per-point outputs stored RAGGED (point rows of a block concatenated, located
+#         by per-record point_offset / point_count) + anchor features
+TASKS = ("cls", "partseg", "semseg")
+POINT_TASKS = ("partseg", "semseg")  # stores with per-point outputs and anchor features
 DEFAULT_CHUNK_RECORDS = 4096
 DEFAULT_SEG_CHUNK_RECORDS = 64  # a partseg record is ~10-20 kB, so blocks of 64 views are ~1 MB
-SEG_FIELDS = ("num_anchors", "feature_dim", "feature_projection")  # header keys only partseg stores write
+DEFAULT_SCENE_CHUNK_RECORDS = 8  # a scene view is up to num_points (6,000-80,000) points: blocks of 8 views
+SEG_FIELDS = ("num_anchors", "feature_dim", "feature_projection")  # header keys only point-task stores write
+POINT_COUNT = "point_count"  # semseg: points of each recorded view
+POINT_OFFSET = "point_offset"  # semseg: first row of each view in the per-point arrays
 FEATURES = "features"
 MAX_VIEWS = 65535  # view ids are uint16
 MAX_RECORDS = 2**31 - 1  # record and sample ids are int32
 OUTPUT_GROUP = "output"
 BLOCKS_DONE = "blocks_done"
 LABELS = "labels"
-RESERVED_NAMES = frozenset({"sample", "view", LABELS, BLOCKS_DONE, OUTPUT_GROUP, "logprobs", FEATURES, "anchors"})
+RESERVED_NAMES = frozenset({"sample", "view", LABELS, BLOCKS_DONE, OUTPUT_GROUP, "logprobs", FEATURES, "anchors",
+                            POINT_COUNT, POINT_OFFSET})
 HEADER_ATTR = "kdpc"
 CHECKSUM = "checksum"  # header key: {"sha256": digest of the rest, "fields": {key: 12-hex digest of its value}}
 COMPLETE_ATTR = "complete"
@@ -85,14 +93,16 @@ def jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """One array of a store. ``per`` says what its first axis counts: record, sample or block."""
+    """One array of a store. ``per`` says what its first axis counts: record, sample, block or point (the ragged
+    per-point rows of a semseg store; block ``b`` owns rows ``[start * N, stop * N)`` of its records
+    ``[start, stop)``, its views' points packed from the front)."""
 
     name: str  # path inside the store, e.g. "scale" or "output/q"
     shape: tuple[int, ...]
     dtype: str
     chunks: tuple[int, ...]
     dims: tuple[str, ...]
-    per: str  # "record" | "sample" | "block"
+    per: str  # "record" | "sample" | "block" | "point"
 
     @property
     def tail(self) -> tuple[int, ...]:
@@ -112,12 +122,12 @@ class StoreHeader:
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     codec: str = ""  # "" -> the task's default (codecs.default_codec)
-    chunk_records: int = 0  # 0 -> the task's default: 4096 (cls) or 64 (partseg)
+    chunk_records: int = 0  # 0 -> the task's default: 4096 (cls), 64 (partseg) or 8 (semseg)
     params: list[ParamSpec] = field(default_factory=list)  # empty -> param_specs(AugmentConfig.from_dict(augment))
     augment: dict = field(default_factory=dict)
     run_seed: int = 0
     view_stream: str = "record"  # kdpc.augment.VIEW_STREAMS key the view parameters are drawn from
-    num_points: int = 0
+    num_points: int = 0  # partseg: the points of every view; semseg: the most points a view may have
     teacher: dict = field(default_factory=dict)  # arch, config, num_params, sha256, metrics
     dataset: dict = field(default_factory=dict)  # name, split, num_samples, num_points, fingerprint, config
     task: str = "cls"
@@ -138,13 +148,14 @@ class StoreHeader:
         if not self.codec:
             self.codec = default_codec(self.task)
         if not self.chunk_records and not isinstance(self.chunk_records, bool):
-            self.chunk_records = DEFAULT_SEG_CHUNK_RECORDS if self.task == "partseg" else DEFAULT_CHUNK_RECORDS
+            self.chunk_records = {"partseg": DEFAULT_SEG_CHUNK_RECORDS,
+                                  "semseg": DEFAULT_SCENE_CHUNK_RECORDS}.get(self.task, DEFAULT_CHUNK_RECORDS)
         self.feature_projection = dict(self.feature_projection or {})
         if hasattr(self.augment, "to_dict"):  # an AugmentConfig
             self.augment = self.augment.to_dict()
         self.augment = dict(self.augment or {})
         if not self.params:
-            self.params = param_specs(AugmentConfig.from_dict(self.augment))
+            self.params = default_params(self.task, self.augment)
         self.params = [p if isinstance(p, ParamSpec) else ParamSpec(p["name"], tuple(p["shape"]), p["dtype"]) for p in self.params]
         self.params = [ParamSpec(p.name, tuple(int(x) for x in p.shape), str(np.dtype(p.dtype))) for p in self.params]
         self.class_names = [str(c) for c in self.class_names]
@@ -173,10 +184,10 @@ class StoreHeader:
         if self.class_names and len(self.class_names) != self.num_classes:
             raise KdpcError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
         self.codec_obj()  # raises KdpcError for unknown codecs / bad K
-        if self.task == "partseg":
+        if self.task in POINT_TASKS:
             self._validate_seg()
         elif self.num_anchors or self.feature_dim or self.feature_projection:
-            raise KdpcError("num_anchors / feature_dim / feature_projection are for partseg stores only")
+            raise KdpcError("num_anchors / feature_dim / feature_projection are for partseg / semseg stores only")
         names = [p.name for p in self.params]
         if len(set(names)) != len(names) or RESERVED_NAMES & set(names):
             raise KdpcError(f"augmentation parameter names {names} repeat or clash with {sorted(RESERVED_NAMES)}")
@@ -188,11 +199,12 @@ class StoreHeader:
                 raise KdpcError(f"record header {name} must be an integer >= 0, got {value!r}")
             setattr(self, name, int(value))
         if self.num_points < 1:
-            raise KdpcError("a partseg store needs num_points >= 1 (the points of every view)")
+            raise KdpcError(f"a {self.task} store needs num_points >= 1 (the {'most ' if self.task == 'semseg' else ''}"
+                            "points of every view)")
         if self.num_anchors > self.num_points:
             raise KdpcError(f"num_anchors {self.num_anchors} exceeds the {self.num_points} points of a view")
         if self.num_anchors and self.feature_dim < 1:
-            raise KdpcError("a partseg store with anchors needs feature_dim >= 1")
+            raise KdpcError(f"a {self.task} store with anchors needs feature_dim >= 1")
         if not self.num_anchors and (self.feature_dim or self.feature_projection):
             raise KdpcError("feature_dim / feature_projection need num_anchors >= 1")
         proj = self.feature_projection
@@ -205,7 +217,7 @@ class StoreHeader:
                 raise KdpcError(f"feature_projection {proj!r} does not fit feature_dim {self.feature_dim}")
 
     def codec_obj(self) -> Codec | PointCodec:
-        if self.task == "partseg":
+        if self.task in POINT_TASKS:
             return get_point_codec(self.codec, self.num_classes, self.num_points)
         return get_codec(self.codec, self.num_classes)
 
@@ -223,6 +235,16 @@ class StoreHeader:
             raise IndexError(f"block {block} out of range [0, {self.num_blocks})")
         start = block * self.chunk_records
         return start, min(start + self.chunk_records, self.num_records)
+
+    def point_block_range(self, block: int) -> tuple[int, int]:
+        """semseg: the rows ``[start * N, stop * N)`` of the per-point arrays that block ``block`` (records
+        ``[start, stop)``) owns; its views' points are packed from the first of them, the rest is zero."""
+        start, stop = self.block_range(block)
+        return start * self.num_points, stop * self.num_points
+
+    def block_rows(self, spec: "ArraySpec", block: int) -> tuple[int, int]:
+        """The rows of array ``spec`` that block ``block`` writes (its records, or its per-point rows)."""
+        return self.point_block_range(block) if spec.per == "point" else self.block_range(block)
 
     def record_index(self, sample: Any, view: Any) -> np.ndarray:
         """Record ids of ``(sample, view)`` pairs (broadcast, vectorised)."""
@@ -255,7 +277,7 @@ class StoreHeader:
             if f.name == "params":
                 value = [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in value]
             out[f.name] = jsonable(value)
-        if self.task != "partseg":  # cls headers stay exactly as before partseg existed
+        if self.task not in POINT_TASKS:  # cls headers stay exactly as before partseg existed
             for name in SEG_FIELDS:
                 out.pop(name, None)
         out = json.loads(json.dumps(out))  # normalised: what a store round-trip gives back
@@ -344,8 +366,9 @@ def labels_dtype(num_classes: int) -> str:
 
 
 def record_array_specs(header: StoreHeader) -> list[ArraySpec]:
-    """Arrays with one row per record, chunked ``chunk_records`` along the record axis (one chunk per block; a store
-    smaller than one block has one chunk of all its records)."""
+    """The arrays a block writes: one row per record, chunked ``chunk_records`` along the record axis (one chunk per
+    block; a store smaller than one block has one chunk of all its records); semseg stores add their per-point
+    arrays (``per == "point"``), chunked ``chunk_records * num_points`` rows: again one chunk per block."""
     r, c = header.num_records, min(header.chunk_records, header.num_records)  # HDF5 chunks must fit the shape
     specs = [
         ArraySpec("sample", (r,), "int32", (c,), ("record",), "record"),
@@ -354,17 +377,32 @@ def record_array_specs(header: StoreHeader) -> list[ArraySpec]:
     for p in header.params:
         dims = ("record",) + tuple(f"{p.name}_{i}" for i in range(len(p.shape)))
         specs.append(ArraySpec(p.name, (r, *p.shape), p.dtype, (c, *p.shape), dims, "record"))
-    for name, (tail, dtype) in header.codec_obj().arrays(header.num_classes).items():
-        dims = ("record",) + _tail_dims(header, name, tail)
-        specs.append(ArraySpec(f"{OUTPUT_GROUP}/{name}", (r, *tail), str(np.dtype(dtype)), (c, *tail), dims, "record"))
-    if header.task == "partseg" and header.num_anchors:
+    codec = header.codec_obj()
+    if header.task == "semseg":
+        specs += [ArraySpec(POINT_COUNT, (r,), "uint32", (c,), ("record",), "record"),
+                  ArraySpec(POINT_OFFSET, (r,), "int64", (c,), ("record",), "record")]
+        rows, rows_per_block = r * header.num_points, c * header.num_points
+        for name, (tail, dtype) in codec.arrays(header.num_classes).items():
+            if name in codec.point_arrays():  # tail = (N, *per-point tail)
+                dims = ("point",) + _tail_dims(header, name, tail)[1:]
+                specs.append(ArraySpec(f"{OUTPUT_GROUP}/{name}", (rows, *tail[1:]), str(np.dtype(dtype)),
+                                       (rows_per_block, *tail[1:]), dims, "point"))
+            else:
+                specs.append(ArraySpec(f"{OUTPUT_GROUP}/{name}", (r, *tail), str(np.dtype(dtype)), (c, *tail),
+                                       ("record",) + _tail_dims(header, name, tail), "record"))
+    else:
+        for name, (tail, dtype) in codec.arrays(header.num_classes).items():
+            dims = ("record",) + _tail_dims(header, name, tail)
+            specs.append(ArraySpec(f"{OUTPUT_GROUP}/{name}", (r, *tail), str(np.dtype(dtype)), (c, *tail), dims,
+                                   "record"))
+    if header.task in POINT_TASKS and header.num_anchors:
         tail = (header.num_anchors, header.feature_dim)
         specs.append(ArraySpec(FEATURES, (r, *tail), "float16", (c, *tail), ("record", "anchor", "feature"), "record"))
     return specs
 
 
 def _tail_dims(header: StoreHeader, name: str, tail: tuple[int, ...]) -> tuple[str, ...]:
-    if header.task != "partseg":
+    if header.task not in POINT_TASKS:
         return ("class",) if tail == (header.num_classes,) else tuple(f"{name}_{i}" for i in range(len(tail)))
     if tail == (header.num_classes,):
         return ("class",)
@@ -389,11 +427,24 @@ def param_names(header: StoreHeader) -> list[str]:
 
 def column_names(header: StoreHeader) -> list[str]:
     """The columns ``RecordWriter.write_block`` takes and ``RecordReader.get`` returns (partseg stores with anchors
-    add ``features``; ``RecordReader.get`` also returns ``anchors`` for them)."""
-    cols = ["sample", "view", *param_names(header), "logprobs"]
-    if header.task == "partseg" and header.num_anchors:
+    add ``features``; ``RecordReader.get`` also returns ``anchors`` for them; semseg stores take ``point_count``
+    and the views' ``logprobs`` rows concatenated)."""
+    cols = ["sample", "view", *param_names(header)]
+    if header.task == "semseg":
+        cols.append(POINT_COUNT)
+    cols.append("logprobs")
+    if header.task in POINT_TASKS and header.num_anchors:
         cols.append(FEATURES)
     return cols
+
+
+def default_params(task: str, augment: Mapping[str, Any]) -> list[ParamSpec]:
+    """The view parameters a store of ``task`` recorded with ``augment`` keeps."""
+    if task == "semseg":
+        from ..scenes.transforms import SceneAugmentConfig, scene_param_specs
+
+        return scene_param_specs(SceneAugmentConfig.from_dict(augment))
+    return param_specs(AugmentConfig.from_dict(augment))
 
 
 # ---------------------------------------------------------------------------------------------- the doc's table

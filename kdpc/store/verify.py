@@ -18,7 +18,8 @@ import numpy as np
 from ..augment import AugmentConfig, draw_params
 from ..errors import KdpcError
 from .backends import Backend, StoreCorruptError, open_store
-from .schema import BLOCKS_DONE, FEATURES, LABELS, OUTPUT_GROUP, ArraySpec, StoreHeader, array_specs, record_array_specs
+from .schema import BLOCKS_DONE, FEATURES, LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, ArraySpec, StoreHeader
+from .schema import array_specs, record_array_specs
 
 MAX_LISTED = 20  # problems of one kind beyond this are summarised
 _F16_REL = 2.0**-10
@@ -104,7 +105,7 @@ def verify_store(path: Any) -> VerifyReport:
 
     rec_specs = [s for s in record_array_specs(header) if s.name in present]
     try:
-        cfg: AugmentConfig | None = AugmentConfig.from_dict(header.augment)
+        cfg: Any = _augment_config(header)
     except KdpcError as exc:
         cfg = None
         col.problem("augment", f"augment config in the header is invalid ({exc}); parameter ranges not checked")
@@ -114,6 +115,23 @@ def verify_store(path: Any) -> VerifyReport:
             continue
         _check_block(backend, header, b, rec_specs, present, codec, cfg, col)
     return _finish(report)
+
+
+def _augment_config(header: StoreHeader) -> Any:
+    if header.task == "semseg":
+        from ..scenes.transforms import SceneAugmentConfig
+
+        return SceneAugmentConfig.from_dict(header.augment)
+    return AugmentConfig.from_dict(header.augment)
+
+
+def _expected_params(header: StoreHeader, cfg: Any, records: np.ndarray) -> dict[str, np.ndarray]:
+    samples, views = header.sample_view(records)
+    if header.task == "semseg":
+        from ..scenes.transforms import draw_scene_params
+
+        return draw_scene_params(cfg, header.run_seed, samples, views, stream=header.view_stream)
+    return draw_params(cfg, header.run_seed, samples, views, stream=header.view_stream, num_samples=header.num_samples)
 
 
 def _finish(report: VerifyReport) -> VerifyReport:
@@ -131,7 +149,7 @@ def _check_arrays(backend: Backend, header: StoreHeader, specs: list[ArraySpec],
         if tuple(shape) != spec.shape or np.dtype(dtype) != np.dtype(spec.dtype):
             col.problem("array", f"array {spec.name!r} is {dtype}{list(shape)}, the header implies {spec.dtype}{list(spec.shape)}")
             continue
-        if spec.per in ("record", "block") and tuple(chunks)[0] != spec.chunks[0]:
+        if spec.per in ("record", "block", "point") and tuple(chunks)[0] != spec.chunks[0]:
             col.problem("array", f"array {spec.name!r} has chunks {list(chunks)}, expected {list(spec.chunks)} (one per block)")
             continue
         why = backend.checksum_problem(spec.name)
@@ -205,7 +223,10 @@ def _check_block(backend: Backend, header: StoreHeader, b: int, specs: list[Arra
     prefix = OUTPUT_GROUP + "/"
     out = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
     if out and len(out) == len(codec.arrays(header.num_classes)):  # every output array of the codec was read
-        _check_output(header, b, start, out, codec, col)
+        if header.task == "semseg":
+            _check_ragged_output(header, b, start, data, out, codec, col)
+        else:
+            _check_output(header, b, start, out, codec, col)
     if FEATURES in data:
         bad = ~np.isfinite(data[FEATURES]).reshape(len(data[FEATURES]), -1).all(axis=1)
         if bad.any():
@@ -235,7 +256,7 @@ def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg:
             col.problem("params", f"block {b}: mix partners outside the {header.num_samples} samples")
         if p.name == "mix" and v.size and (v.min() < 0 or v.max() > cfg.mix_max * (1 + tol)):
             col.problem("params", f"block {b}: mix fractions outside [0, {cfg.mix_max}]")
-        if p.name == "rotation":
+        if p.name == "rotation" and header.task != "semseg":
             if cfg.rotation == "none":
                 col.problem("params", f"block {b}: a rotation is stored but the augment config has rotation 'none'")
             elif v.size:
@@ -251,8 +272,7 @@ def _check_params(header: StoreHeader, b: int, data: dict[str, np.ndarray], cfg:
     start, stop = header.block_range(b)
     records = np.arange(start, stop, dtype=np.int64)
     try:
-        expected = draw_params(cfg, header.run_seed, *header.sample_view(records), stream=header.view_stream,
-                               num_samples=header.num_samples)
+        expected = _expected_params(header, cfg, records)
     except Exception:  # noqa: BLE001 - a replay rule this kdpc does not know; the range checks above still ran
         return
     differ = [name for name, arr in expected.items() if name in data and not np.array_equal(
@@ -286,3 +306,37 @@ def _check_output(header: StoreHeader, b: int, start: int, out: dict[str, np.nda
         col.problem("nonfinite", f"block {b}: decoded teacher output is NaN/inf in {int(rows.sum())} records (first: "
                     f"{header.describe_record(first)})")
         col.report.nonfinite_records += int(rows.sum())
+
+
+def _check_ragged_output(header: StoreHeader, b: int, start: int, data: dict[str, np.ndarray],
+                         out: dict[str, np.ndarray], codec: Any, col: _Collector) -> None:
+    """semseg: point counts in range, offsets packing the block's views from its first row, every view decodes to
+    finite log-probabilities."""
+    if POINT_COUNT not in data or POINT_OFFSET not in data:
+        return
+    counts = data[POINT_COUNT].astype(np.int64)
+    offsets = data[POINT_OFFSET].astype(np.int64)
+    if counts.size and (counts.min() < 1 or counts.max() > header.num_points):
+        col.problem("output", f"block {b}: point counts outside 1..{header.num_points}")
+        return
+    first = header.point_block_range(b)[0]
+    if not np.array_equal(offsets, first + np.concatenate([[0], np.cumsum(counts)[:-1]])):
+        col.problem("output", f"block {b}: point offsets do not pack the block's views from row {first}")
+        return
+    problems = codec.problems(out, header.num_classes)
+    for text in problems:
+        col.problem("output", f"block {b}: {text}")
+    if problems:
+        return
+    per_point = codec.point_arrays()
+    bad = []
+    with np.errstate(all="ignore"):
+        for i, (lo, m) in enumerate(zip(offsets - first, counts)):
+            dec = codec.decode_view({k: v[lo : lo + m] for k, v in out.items() if k in per_point},
+                                    {k: v[i] for k, v in out.items() if k not in per_point})
+            if np.isnan(dec).any() or np.isposinf(dec).any() or (~np.isfinite(dec).any(-1)).any():
+                bad.append(i)
+    if bad:
+        col.problem("nonfinite", f"block {b}: decoded teacher output is NaN/inf in {len(bad)} records (first: "
+                    f"{header.describe_record(start + bad[0])})")
+        col.report.nonfinite_records += len(bad)

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import KdpcError
+from ..errors import KdpcError, exception_line
 from . import locations
 from .backends import Backend, H5FileBackend, H5PartsBackend, ZarrBackend, is_h5_path, open_store, parts_dir
 from .backends import read_header
 from .lease import WriterLease
-from .schema import FEATURES, HEADER_ATTR, LABELS, OUTPUT_GROUP, StoreHeader, array_specs, column_names
+from .schema import FEATURES, HEADER_ATTR, LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, StoreHeader, array_specs
+from .schema import column_names
 from .schema import labels_dtype, record_array_specs
 
 MODES = ("create", "overwrite", "resume")
@@ -267,22 +268,27 @@ class RecordWriter:
             self._lease.check()
         start, stop = self.block_range(int(block))
         arrays = self._prepare(int(block), start, stop, columns)
-        self._backend.write_block(int(block), start, stop, arrays)
+        self._backend.write_block(int(block), self._placed(int(block), arrays))
 
     def write_encoded_block(self, block: int, arrays: dict[str, np.ndarray]) -> None:
         """Write one block of arrays already in this store's encoding (every per-record array, by its name in the
         store, e.g. ``output/q``), as merge and convert do; then flag the block done."""
         if self._finalized:
             raise KdpcError(f"{self.path} is already complete")
-        start, stop = self.block_range(int(block))
         if set(arrays) != set(self._record_specs):
             raise ValueError(f"block {block}: arrays must be exactly {sorted(self._record_specs)}, got {sorted(arrays)}")
         for name, values in arrays.items():
             spec = self._record_specs[name]
-            if values.shape != (stop - start, *spec.tail) or str(values.dtype) != spec.dtype:
-                raise ValueError(f"block {block}: {name} must be {spec.dtype}{[stop - start, *spec.tail]}, got "
+            lo, hi = self._header.block_rows(spec, int(block))
+            if values.shape != (hi - lo, *spec.tail) or str(values.dtype) != spec.dtype:
+                raise ValueError(f"block {block}: {name} must be {spec.dtype}{[hi - lo, *spec.tail]}, got "
                                  f"{values.dtype}{list(values.shape)}")
-        self._backend.write_block(int(block), start, stop, {k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        self._backend.write_block(int(block), self._placed(int(block), arrays))
+
+    def _placed(self, block: int, arrays: dict[str, np.ndarray]) -> dict[str, tuple[int, np.ndarray]]:
+        """Each array of a block with the first row it goes to."""
+        return {name: (self._header.block_rows(self._record_specs[name], block)[0], np.ascontiguousarray(values))
+                for name, values in arrays.items()}
 
     def discard(self) -> None:
         """Delete the store this writer started (a merge or convert that failed midway), then let go of it."""
@@ -314,6 +320,9 @@ class RecordWriter:
             if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
                 raise ValueError(f"block {block}: param {p.name!r} has non-finite values")
             out[p.name] = np.ascontiguousarray(values, dtype=spec.dtype)
+        if h.task == "semseg":
+            out.update(self._prepare_ragged(block, start, stop, columns))
+            return out
         lp = np.asarray(columns["logprobs"])
         seg = h.task == "partseg"
         want = (n, h.num_points, h.num_classes) if seg else (n, h.num_classes)
@@ -336,6 +345,52 @@ class RecordWriter:
             out[spec.name] = np.ascontiguousarray(values)
         if FEATURES in self._columns:
             out[FEATURES] = self._prepare_features(block, start, n, columns[FEATURES])
+        return out
+
+    def _prepare_ragged(self, block: int, start: int, stop: int, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """semseg: per-record ``point_count`` / ``point_offset``, per-record codec rows, and the per-point rows of
+        the block's views packed from the block's first row (zero after them)."""
+        h = self._header
+        n = stop - start
+        counts = np.asarray(columns[POINT_COUNT]).reshape(-1)
+        if counts.shape != (n,) or not np.issubdtype(counts.dtype, np.integer):
+            raise ValueError(f"block {block}: point_count must be {n} integers, got {counts.dtype}{list(counts.shape)}")
+        if n and (counts.min() < 1 or counts.max() > h.num_points):
+            raise ValueError(f"block {block}: every view needs 1..{h.num_points} points, got {counts.min()}..{counts.max()}")
+        counts = counts.astype(np.int64)
+        lp = np.asarray(columns["logprobs"])
+        if lp.shape != (int(counts.sum()), h.num_classes) or not np.issubdtype(lp.dtype, np.floating):
+            raise ValueError(f"block {block}: logprobs must be floating [{int(counts.sum())}, {h.num_classes}] (the "
+                             f"views' points concatenated), got {lp.dtype}{list(lp.shape)}")
+        bad_rows = np.isnan(lp).any(axis=1) | np.isposinf(lp).any(axis=1) | ~np.isfinite(lp).any(axis=1)
+        if bad_rows.any():
+            view_of_row = np.repeat(np.arange(n), counts)
+            bad = np.unique(view_of_row[bad_rows])
+            raise KdpcError(
+                f"the teacher produced NaN/inf outputs for {bad.size} records of block {block} (first: "
+                f"{h.describe_record(start + int(bad[0]))}); nothing was written - check the checkpoint and try "
+                "without mixed precision"
+            )
+        first_row = h.point_block_range(block)[0]
+        out: dict[str, np.ndarray] = {
+            POINT_COUNT: counts.astype(np.uint32),
+            POINT_OFFSET: (first_row + np.concatenate([[0], np.cumsum(counts)[:-1]])).astype(np.int64),
+        }
+        capacity = n * h.num_points
+        for name, values in self._codec.encode_ragged(lp, counts).items():
+            spec = self._record_specs[f"{OUTPUT_GROUP}/{name}"]
+            if spec.per == "point":
+                padded = np.zeros((capacity, *spec.tail), dtype=spec.dtype)
+                padded[: values.shape[0]] = values
+                values = padded
+            assert values.shape[1:] == spec.tail and str(values.dtype) == spec.dtype, (name, values.shape, values.dtype)
+            out[spec.name] = np.ascontiguousarray(values)
+        if FEATURES in self._columns:
+            feats = np.asarray(columns[FEATURES])
+            kept = np.arange(h.num_anchors)[None, :] < np.minimum(counts, h.num_anchors)[:, None]
+            if feats.shape == (n, h.num_anchors, h.feature_dim):
+                feats = np.where(kept[..., None], feats, 0.0)  # a view of fewer points has fewer anchors
+            out[FEATURES] = self._prepare_features(block, start, n, feats)
         return out
 
     def _prepare_features(self, block: int, start: int, n: int, values: Any) -> np.ndarray:

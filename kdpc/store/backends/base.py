@@ -126,7 +126,8 @@ class Backend:
         pass
 
     # --- writing (writers only)
-    def write_block(self, block: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
+    def write_block(self, block: int, arrays: dict[str, tuple[int, np.ndarray]]) -> None:
+        """Write every array of block ``block`` (name -> (first row, values)), then flag the block done."""
         raise NotImplementedError
 
     def finalize(self, header: StoreHeader) -> None:

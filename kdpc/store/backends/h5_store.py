@@ -208,12 +208,12 @@ class H5PartsBackend(Backend):
                 raise StoreCorruptError(name, 0, exception_line(exc), self.location) from None
         start, stop, _ = slice(start, stop).indices(spec.shape[0])
         out = np.zeros((max(stop - start, 0), *spec.tail), dtype=spec.dtype)
-        c = self.header.chunk_records
+        c = spec.chunks[0]  # one chunk per block
         for b in range(start // c, (stop - 1) // c + 1 if stop > start else start // c):
             p = self.part_path(b)
             if not p.is_file():
                 continue
-            b0, b1 = self.header.block_range(b)
+            b0, b1 = self.header.block_rows(spec, b)
             lo, hi = max(start, b0), min(stop, b1)
             try:
                 with h5py.File(p, "r") as f:
@@ -223,7 +223,7 @@ class H5PartsBackend(Backend):
         return out
 
     def missing_chunks(self, name: str, indices: Iterable[int]) -> list[int]:
-        if self.specs()[name].per != "record":
+        if self.specs()[name].per not in ("record", "point"):
             return []
         return [i for i in indices if not self.part_path(i).is_file()]
 
@@ -243,17 +243,18 @@ class H5PartsBackend(Backend):
         fsync_dir(d)
         return cls(path, header)
 
-    def write_block(self, block: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
+    def write_block(self, block: int, arrays: dict[str, tuple[int, np.ndarray]]) -> None:
         import h5py
 
         final = self.part_path(block)
         tmp = self.dir / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        start, stop = self.header.block_range(block)
         try:
             with h5py.File(tmp, "w") as f:
                 f.attrs["block"] = block
                 f.attrs["start"] = start
                 f.attrs["stop"] = stop
-                for name, values in arrays.items():
+                for name, (_first, values) in arrays.items():
                     f.create_dataset(name, data=values, chunks=values.shape if values.size else None,
                                      fletcher32=bool(values.size))
             fsync_file(tmp)
@@ -282,9 +283,9 @@ class H5PartsBackend(Backend):
                 datasets[LABELS][:] = np.load(self.dir / PART_LABELS, allow_pickle=False)
                 datasets[BLOCKS_DONE][:] = 1
                 for b in range(header.num_blocks):
-                    b0, b1 = header.block_range(b)
                     with h5py.File(self.part_path(b), "r") as part:
                         for s in record_array_specs(header):
+                            b0, b1 = header.block_rows(s, b)
                             try:
                                 datasets[s.name][b0:b1] = part[s.name][...]
                             except (OSError, KeyError, ValueError) as exc:

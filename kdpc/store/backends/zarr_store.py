@@ -241,9 +241,9 @@ class ZarrBackend(Backend):
                 pass
 
     # --------------------------------------------------------------------------------------------- writing
-    def write_block(self, block: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
-        for name, values in arrays.items():
-            self._array(name)[start:stop] = values
+    def write_block(self, block: int, arrays: dict[str, tuple[int, np.ndarray]]) -> None:
+        for name, (first, values) in arrays.items():
+            self._array(name)[first : first + values.shape[0]] = values
         self._array(BLOCKS_DONE)[block] = 1  # only after every array of the block is stored
 
     def finalize(self, header: StoreHeader) -> None:

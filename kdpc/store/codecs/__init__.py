@@ -16,12 +16,13 @@ from .points import PointCodec, PointTopKCodec, RowwisePointCodec, point_decoded
 
 DEFAULT_CODEC = "u8log"  # classification: 45 B per 40-class record at KL(T=4) < 1e-4 (docs/record-format.md)
 DEFAULT_SEG_CODEC = "ptopk:4"  # per point: 12x smaller than float16 dense logits
+DEFAULT_SCENE_CODEC = "ptopk:2"  # scenes: <= 4 B/point at per-point KL(T=2) < 5e-3 (docs/record-format.md 9)
 
 CODECS: Registry[Codec] = Registry("output codec")  # factory(arg) -> Codec, arg = the text after "name:"
 
 
 def default_codec(task: str) -> str:
-    return DEFAULT_SEG_CODEC if task == "partseg" else DEFAULT_CODEC
+    return {"partseg": DEFAULT_SEG_CODEC, "semseg": DEFAULT_SCENE_CODEC}.get(task, DEFAULT_CODEC)
 
 
 def _no_arg(cls: type[Codec]) -> Callable[[str | None], Codec]:
@@ -89,7 +90,7 @@ def get_point_codec(spec: str, num_classes: int, num_points: int) -> PointCodec:
 
 
 __all__ = [
-    "ArraysSpec", "Codec", "DEFAULT_CODEC", "DEFAULT_SEG_CODEC", "OutputCodec", "PointCodec", "PointTopKCodec",
+    "ArraysSpec", "Codec", "DEFAULT_CODEC", "DEFAULT_SCENE_CODEC", "DEFAULT_SEG_CODEC", "OutputCodec", "PointCodec", "PointTopKCodec",
     "RowwisePointCodec", "codec_names", "decoded_error_bound", "default_codec", "get_codec", "get_point_codec",
     "kl_divergence", "log_softmax", "logsumexp", "point_codec_names", "point_decoded_error_bound",
 ]

@@ -5,6 +5,7 @@ docs/record-format.md section 8."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -29,10 +30,45 @@ def _check_point_logprobs(logprobs: np.ndarray, num_points: int | None = None, n
 
 class PointCodec(OutputCodec):
     """Per-point codec: ``encode([n, N, P]) -> arrays``, ``decode(arrays) -> float32 [n, N, P]`` (``logsumexp == 0``
-    per point). ``arrays(P)`` gives each array's per-record tail shape and dtype (after the record axis)."""
+    per point). ``arrays(P)`` gives each array's per-record tail shape and dtype (after the record axis);
+    ``point_arrays()`` names those with a point axis first (the others hold one row per record).
+
+    Ragged views (semseg stores): ``encode_ragged(rows, counts)`` encodes views of ``counts[i]`` points whose rows
+    ``[sum counts, P]`` are concatenated, each view on its own (per-record arrays see only its points);
+    ``decode_view`` decodes one of them."""
 
     num_classes: int
     num_points: int
+
+    def point_arrays(self) -> frozenset[str]:
+        return frozenset(self.arrays(self.num_classes))
+
+    def resized(self, num_points: int) -> "PointCodec":
+        """The same codec for views of ``num_points`` points."""
+        other = copy.copy(self)
+        other.num_points = int(num_points)
+        return other
+
+    def encode_ragged(self, rows: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """``rows`` ``[sum(counts), P]`` -> per-point arrays ``[sum(counts), *tail]`` and per-record ``[n, *tail]``."""
+        rows = np.asarray(rows)
+        counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+        if rows.ndim != 2 or rows.shape[0] != int(counts.sum()) or (counts < 1).any():
+            raise ValueError(f"ragged per-point output must be [sum(counts), parts] with every count >= 1, got "
+                             f"{rows.shape} for counts summing to {int(counts.sum())}")
+        per_point = self.point_arrays()
+        parts: dict[str, list[np.ndarray]] = {}
+        for lo, m in zip(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts):
+            for name, values in self.resized(int(m)).encode(rows[None, lo : lo + m]).items():
+                parts.setdefault(name, []).append(values[0] if name in per_point else values)
+        return {name: np.concatenate(values) for name, values in parts.items()}
+
+    def decode_view(self, point_rows: dict[str, np.ndarray], record_rows: dict[str, np.ndarray]) -> np.ndarray:
+        """float32 ``[m, P]`` of one view: its per-point arrays' rows ``[m, *tail]`` and per-record rows ``[*tail]``."""
+        m = int(next(iter(point_rows.values())).shape[0])
+        arrays = {**{k: np.asarray(v)[None] for k, v in point_rows.items()},
+                  **{k: np.asarray(v)[None] for k, v in record_rows.items()}}
+        return self.resized(m).decode(arrays)[0]
 
 
 class RowwisePointCodec(PointCodec):
@@ -118,6 +154,9 @@ class PointTopKCodec(PointCodec):
 
     def config(self) -> dict:
         return {"codec": self.spec(), "k": self.k, "d0": self.D0, "kq": self.KQ, "kt": self.KT}
+
+    def point_arrays(self) -> frozenset[str]:
+        return frozenset({"topk_index", "topk_q", "tail_q"})
 
     def arrays(self, num_classes: int) -> ArraysSpec:
         n, k = self.num_points, self.k

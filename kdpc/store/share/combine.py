@@ -17,7 +17,7 @@ from ...errors import KdpcError, distinguishing_prefixes
 from ...progress import progress
 from ..backends import Backend
 from ..codecs import logsumexp
-from ..schema import LABELS, OUTPUT_GROUP, StoreHeader, record_array_specs
+from ..schema import LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, StoreHeader, record_array_specs
 from ..writer import RecordWriter
 from .sources import open_complete
 
@@ -82,7 +82,7 @@ def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress:
     specs = record_array_specs(header)
 
     def block(b: int, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {s.name: backend.read_present(s.name, start, stop) for s in specs}
+        return {s.name: backend.read_present(s.name, *header.block_rows(s, b)) for s in specs}
 
     try:
         return _write_store(Output(dst, overwrite, show_progress, break_lease), header, labels, block, "convert")
@@ -253,6 +253,8 @@ def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: lis
 
     def block(b: int, start: int, stop: int) -> dict[str, np.ndarray]:
         arrays = _view_major_ids(header, start, stop)
+        if header.task == "semseg":  # the views' point rows, packed again from the first row of the output block
+            arrays.update(_merged_point_rows(backends, headers, rec_offsets, header, b))
         for spec in specs:
             if spec.name in arrays:
                 continue
@@ -267,6 +269,39 @@ def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: lis
 
     path = _write_store(output, header, labels, block, "merge")
     return MergeReport(out=path, mode="views", inputs=names, num_views=total_views, records=header.num_records)
+
+
+def _merged_point_rows(backends: list[Backend], headers: list[StoreHeader], rec_offsets: list[int],
+                       header: StoreHeader, block: int) -> dict[str, np.ndarray]:
+    """semseg: output block ``block``'s per-point arrays and ``point_offset``: each input view's rows copied as
+    stored, in record order, from the block's first row (the rest zero, as the recorder leaves it)."""
+    start, stop = header.block_range(block)
+    point_specs = [s for s in record_array_specs(header) if s.per == "point"]
+    rows: dict[str, list[np.ndarray]] = {s.name: [] for s in point_specs}
+    counts = []
+    for i, (bk, h) in enumerate(zip(backends, headers)):
+        lo, hi = rec_offsets[i], rec_offsets[i + 1]
+        s0, s1 = max(start, lo) - lo, min(stop, hi) - lo
+        if s0 >= s1:
+            continue
+        count = bk.read_present(POINT_COUNT, s0, s1).astype(np.int64)
+        offset = bk.read_present(POINT_OFFSET, s0, s1).astype(np.int64)
+        counts.append(count)
+        for in_block in np.unique((np.arange(s0, s1)) // h.chunk_records):  # views of one input block are contiguous
+            mine = (np.arange(s0, s1) // h.chunk_records) == in_block
+            first, last = np.flatnonzero(mine)[[0, -1]]
+            for s in point_specs:
+                rows[s.name].append(bk.read_present(s.name, int(offset[first]), int(offset[last] + count[last])))
+    counts_all = np.concatenate(counts)
+    first_row, end_row = header.point_block_range(block)
+    out: dict[str, np.ndarray] = {POINT_OFFSET: (first_row + np.concatenate([[0], np.cumsum(counts_all)[:-1]])
+                                                 ).astype(np.int64)}
+    for s in point_specs:
+        values = np.concatenate(rows[s.name])
+        padded = np.zeros((end_row - first_row, *s.tail), dtype=s.dtype)
+        padded[: values.shape[0]] = values
+        out[s.name] = padded
+    return out
 
 
 def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: list[str], labels: np.ndarray,
