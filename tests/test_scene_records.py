@@ -240,3 +240,55 @@ def test_s3dis_fixture_record_verify_distill_eval(tmp_path):
     other = write_s3dis_pointcept(tmp_path / "other", areas=(1, 2, 5), rooms_per_area=2, seed=1)
     assert_one_line_error(run_kdpc("distill", "--records", str(store), "--data-root", str(other), "--student",
                                    "pointunet-tiny", "--out", str(tmp_path / "x"), check=False), "not made from")
+
+
+def test_minimal_scene_decoder_of_the_format_doc_reads_a_recorded_store(store):
+    """record-format.md 10.1, run as written (plain zarr + numpy), gives the reader's log-probs of view 0."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "record-format.md").read_text()
+    code = doc.split("### 10.1 Minimal decoder", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(code.replace('"scenes.zarr"', repr(str(store))), scope)  # noqa: S102 - our own documentation
+    view = RecordReader(str(store)).get_view(0)
+    # points whose decoded tail stays below the K-th kept part need no water-filling (the doc leaves it out)
+    x, idx = scope["x"], scope["idx"]
+    tail = x.copy()
+    np.put_along_axis(tail, idx, -np.inf, axis=-1)
+    plain = tail.max(-1) <= np.take_along_axis(x, idx[:, -1:], axis=-1)[:, 0] - 1e-6
+    assert plain.mean() > 0.8
+    np.testing.assert_allclose(scope["logprobs"][plain], view["logprobs"][plain], atol=1e-5)
+    np.testing.assert_array_equal(scope["features"][: view["features"].shape[0]], view["features"])
+
+
+def test_scene_srkd_terms_by_hand():
+    """CE skips unlabelled points, the per-point KL covers every point of every view, a view smaller than M has its
+    missing anchors masked, and the loss reaches the student and the projector."""
+    import torch
+    import torch.nn.functional as F
+
+    from kdpc.distill.losses import kd_loss
+    from kdpc.distill.seg import SrkdLoss
+    from kdpc.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("pointunet-tiny", num_classes=5, in_channels=6, grid_size=0.1)
+    counts = [40, 12]
+    coord = torch.rand(sum(counts), 3)
+    feat = torch.cat([coord, torch.rand(sum(counts), 3)], 1)
+    offset = torch.tensor(np.cumsum(counts))
+    segment = torch.randint(0, 5, (sum(counts),))
+    segment[:7] = -1
+    teacher = F.log_softmax(torch.randn(sum(counts), 5), -1)
+    rows, _ = anchor_rows(np.array([1, 2], dtype=np.uint32), np.array(counts), 16)
+    batch = {"segment": segment, "teacher_logprobs": teacher, "teacher_features": torch.randn(2, 16, 8),
+             "anchor_rows": torch.from_numpy(rows)}
+    loss = SrkdLoss({}, student.num_features, 8)
+    logits, terms, total = loss.scene_forward(student, coord, feat, offset, batch)
+    assert logits.shape == (52, 5) and {"ce", "kd", "aff", "cross"} <= set(terms)
+    assert torch.allclose(terms["ce"], F.cross_entropy(logits[7:], segment[7:]))
+    assert torch.allclose(terms["kd"], kd_loss(logits, teacher, 2.0))
+    assert abs(float(terms["anchors_valid"]) - (16 + 12) / 32) < 1e-6  # the 12-point view has 12 anchors
+    expected = terms["ce"] + 0.3 * terms["kd"] + terms["aff"] + 1e-3 * terms["cross"]
+    assert torch.allclose(total, expected)
+    total.backward()
+    assert all(p.grad is not None for p in loss.projector.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in student.parameters() if p.grad is not None) > 0
