@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scene_accuracy import ROOT, kdpc, run  # noqa: E402  (bench/scene_accuracy.py)
 
-DEFAULT_CODECS = "f32,f16,u8log,ptopk:1,ptopk:2,ptopk:3"
+DEFAULT_CODECS = "f32,f16,u8log,u8log:15,u8log:8,u8log:6,ptopk:2,ptopk:4"
 
 
 def data_opts(args: argparse.Namespace) -> list[str]:
@@ -102,6 +102,10 @@ def teacher_and_store(args: argparse.Namespace, out: Path) -> tuple[Path, Path, 
     return teacher, store, json.loads(cost_file.read_text())
 
 
+def srkd_opts(args: argparse.Namespace) -> list[str]:
+    return [x for kv in args.srkd for x in ("--set", f"srkd.{kv}")]
+
+
 def student_arm(args: argparse.Namespace, out: Path, arm: str, seed: int, store: Path | None) -> dict:
     d = out / f"seed{seed}" / arm
     d.mkdir(parents=True, exist_ok=True)
@@ -111,7 +115,8 @@ def student_arm(args: argparse.Namespace, out: Path, arm: str, seed: int, store:
         cmd = kdpc("train", "--model", args.student, *data_opts(args), *fit, "--out", str(ckpt))
     else:
         ckpt = d / "run" / "student.pt"
-        cmd = kdpc("distill", "--records", str(store), "--student", args.student, *fit, "--out", str(d / "run"))
+        cmd = kdpc("distill", "--records", str(store), "--student", args.student, *fit, *srkd_opts(args),
+                   "--out", str(d / "run"))
     done(d / "done", cmd, d / "log.txt", args.dry_run)
     return scored(ckpt, d / "log.txt", args)
 
@@ -131,11 +136,12 @@ def step_cost(args: argparse.Namespace, out: Path, teacher: Path, store: Path) -
                 cmd = kdpc("train", "--model", args.student, *data_opts(args), *fit, "--out", str(d / "s.pt"))
                 metrics = d / "s.metrics.jsonl"
             elif arm == "offline":
-                cmd = kdpc("distill", "--records", str(store), "--student", args.student, *fit, "--out", str(d / "r"))
+                cmd = kdpc("distill", "--records", str(store), "--student", args.student, *fit, *srkd_opts(args),
+                           "--out", str(d / "r"))
                 metrics = d / "r" / "metrics.jsonl"
             else:
                 cmd = kdpc("distill", "--online-teacher", str(teacher), "--student", args.student, *fit,
-                           "--set", f"online_views={args.views}", "--out", str(d / "r"))
+                           *srkd_opts(args), "--set", f"online_views={args.views}", "--out", str(d / "r"))
                 metrics = d / "r" / "metrics.jsonl"
             run(cmd, d / "log.txt", args.dry_run)
             if args.dry_run:
@@ -207,7 +213,8 @@ def report(args, seeds, teacher_score, per_seed, record_cost, cost, codecs) -> s
     gap = [(b - a) / (t - a) for a, b in zip(ce, kd) if t != a]
     g_mean, g_sd = mean_std(gap) if gap else (math.nan, 0.0)
     lines = [f"synthetic-rooms, teacher {args.teacher} ({args.teacher_epochs} epochs, seed 0), student {args.student} "
-             f"({args.student_epochs} epochs), {len(seeds)} paired seeds, {args.views} recorded views per room; "
+             f"({args.student_epochs} epochs), {len(seeds)} paired seeds, {args.views} recorded views per room, "
+             f"SRKD {' '.join(args.srkd) or 'defaults'}; "
              "checkpoints chosen by validation mIoU, test scored once", "",
              "| model | test mIoU (%) | per seed |", "|---|---:|---|",
              f"| teacher ({args.teacher}) | {t:.2f} | seed 0 |",
@@ -250,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=5, help="validate every N epochs (and at the last)")
     ap.add_argument("--rooms", type=int, default=None, help="rooms per split (default: the dataset's 24/6/8)")
     ap.add_argument("--density", type=float, default=None, help="surface points per m^2 (default: the dataset's)")
+    ap.add_argument("--srkd", action="append", default=[], metavar="KEY=VALUE",
+                    help="an SRKD option of the distilled student (repeatable), e.g. pointwise_weight=1.0")
     ap.add_argument("--codecs", default=DEFAULT_CODECS, help="comma-separated; the first is the KL reference")
     ap.add_argument("--cost-rounds", type=int, default=2)
     ap.add_argument("--cost-epochs", type=int, default=3)

@@ -133,7 +133,8 @@ def distill_cmd(records, student, student_old, student_opt, data_root, epochs, b
                 temperature, label_smoothing, select, nwsd_weight, nwsd_source, views, online_teacher, online_teacher_weights,
                 online_adapter, online_dataset, set_pairs, out, resume, config, device,
                 workers, seed) -> None:
-    """Train a student from a record store alone: CE + KD to the recorded teacher (+ NWSD with --nwsd-weight)."""
+    """Train a student from a record store alone: CE + KD to the recorded teacher (+ NWSD with --nwsd-weight);
+    parts and scenes: CE + per-point KL + the SRKD relation terms (--set srkd.KEY=VALUE)."""
     from ..config import build_config
     from ..distill.trainer import DistillConfig, distill
 

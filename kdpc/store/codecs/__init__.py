@@ -16,7 +16,7 @@ from .points import PointCodec, PointTopKCodec, RowwisePointCodec, point_decoded
 
 DEFAULT_CODEC = "u8log"  # classification: 45 B per 40-class record at KL(T=4) < 1e-4 (docs/record-format.md)
 DEFAULT_SEG_CODEC = "ptopk:4"  # per point: 12x smaller than float16 dense logits
-DEFAULT_SCENE_CODEC = "ptopk:2"  # scenes: <= 4 B/point at per-point KL(T=2) < 5e-3 (docs/record-format.md 9)
+DEFAULT_SCENE_CODEC = "u8log:8"  # scenes: every class of every point, coarse: ~3.7 B/point at KL(T=2) 3e-3
 
 CODECS: Registry[Codec] = Registry("output codec")  # factory(arg) -> Codec, arg = the text after "name:"
 
@@ -40,8 +40,17 @@ def _topk(arg: str | None) -> Codec:
     return TopKCodec(int(arg))
 
 
-for _cls in (F32Codec, F16Codec, U8Codec, U8LogCodec):
+def _u8log(arg: str | None) -> Codec:
+    if arg is None:
+        return U8LogCodec()
+    if not arg.isdigit() or not 1 <= int(arg) <= 255:
+        raise KdpcError(f"codec u8log takes an optional integer resolution 1..255, e.g. u8log:8 (got u8log:{arg})")
+    return U8LogCodec(int(arg))
+
+
+for _cls in (F32Codec, F16Codec, U8Codec):
     CODECS.register(_cls.name)(_no_arg(_cls))
+CODECS.register("u8log")(_u8log)
 CODECS.register("topk")(_topk)
 
 
