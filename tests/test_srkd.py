@@ -117,6 +117,33 @@ def test_point_mask_restricts_the_kd_term():
     torch.testing.assert_close(terms["kd"], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_category_kl_compares_the_category_parts_only():
+    """With category parts set, the per-point KL is the KL of both distributions renormalised over the object's own
+    parts (what the ShapeNetPart protocol scores); mass on other categories' parts does not count."""
+    student = tiny_student()
+    allowed = torch.zeros(CATS, P, dtype=torch.bool)
+    allowed[0, :3], allowed[1, 3:] = True, True
+    batch = make_batch()
+    x, cat = points()
+    plain = SrkdLoss(SrkdConfig(affinity_weight=0.0, cross_weight=0.0), student.num_features, 0)
+    logits, all_parts, _ = plain(student, x, cat, batch)
+    restricted = SrkdLoss(SrkdConfig(affinity_weight=0.0, cross_weight=0.0), student.num_features, 0)
+    restricted.set_category_parts(allowed)
+    _, terms, _ = restricted(student, x, cat, batch)
+    expected = []
+    for b in range(B):
+        keep = allowed[cat[b]]
+        expected.append(pointwise_kd_loss(logits[b:b + 1][..., keep],
+                                          torch.log_softmax(batch["teacher_logprobs"][b:b + 1][..., keep], -1), 2.0))
+    torch.testing.assert_close(terms["kd"], torch.stack(expected).mean(), rtol=1e-5, atol=1e-6)
+    assert abs(terms["kd"].item() - all_parts["kd"].item()) > 1e-3
+    off = SrkdLoss(SrkdConfig(affinity_weight=0.0, cross_weight=0.0, category_kl=False), student.num_features, 0)
+    off.set_category_parts(allowed)
+    torch.testing.assert_close(off(student, x, cat, batch)[1]["kd"], all_parts["kd"])
+    with pytest.raises(KdpcError, match="category_kl"):
+        SrkdConfig(category_kl="yes")
+
+
 def test_data_parallel_wrapper_goes_through_the_wrapper():
     student = tiny_student()
     x, cat = points()

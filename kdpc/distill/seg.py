@@ -42,6 +42,9 @@ from .losses import (
 __all__ = ["SrkdConfig", "SrkdLoss", "anchor_positions", "seg_item_fields", "student_features_and_logits"]
 
 
+OUTSIDE_CATEGORY = -1e4  # logit of a part outside the object's category: exp() is 0, the KL term stays finite
+
+
 @dataclass
 class SrkdConfig:
     """Weights and temperatures of the offline SRKD loss (YAML key ``srkd:`` of a distill config).
@@ -64,6 +67,7 @@ class SrkdConfig:
     cross_weight: float = 1e-3
     cross_temperature: float = 2.0
     projector_hidden: int | None = None  # hidden width of the projector; None: the store's feature_dim
+    category_kl: bool = True  # parts: the per-point KL over the object category's parts only (what is scored)
 
     def __post_init__(self) -> None:
         if self.affinity_mode not in AFFINITY_MODES:
@@ -74,6 +78,8 @@ class SrkdConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
                 raise KdpcError(f"srkd {name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.category_kl, bool):
+            raise KdpcError(f"srkd category_kl must be true or false, got {self.category_kl!r}")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
             raise KdpcError(f"srkd label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -173,11 +179,17 @@ class SrkdLoss(nn.Module):
         self.student_dim = int(student_dim)
         self.teacher_dim = int(teacher_dim)
         self.projector: FeatureProjector | None = None
+        self.register_buffer("part_mask", None, persistent=False)  # [categories, P] bool: set_category_parts
         if self.config.uses_features:
             if self.teacher_dim < 1:
                 raise KdpcError("srkd affinity_weight / cross_weight need teacher features, but the store keeps none "
                                 "(record with anchors > 0) - or set both weights to 0")
             self.projector = FeatureProjector(self.student_dim, self.teacher_dim, self.config.projector_hidden)
+
+    def set_category_parts(self, mask: Tensor) -> None:
+        """Restrict the per-point KL of part segmentation to each object's category parts (``category_kl``): both
+        distributions are renormalised over those parts, as the ShapeNetPart evaluation restricts predictions."""
+        self.part_mask = mask.bool()
 
     @classmethod
     def for_student(cls, student: nn.Module, header: Any, config: SrkdConfig | Mapping[str, Any] | None = None) -> "SrkdLoss":
@@ -205,6 +217,13 @@ class SrkdLoss(nn.Module):
             sum. Terms with weight 0 are not computed (the cross-sample term costs O(B^2 M^2)).
         """
         feats, logits = student_features_and_logits(student, points, category)
+        teacher = batch["teacher_logprobs"]
+        if self.part_mask is not None and self.config.category_kl and category is not None:
+            allowed = self.part_mask[category.to(self.part_mask.device).long()][:, None, :]  # [B, 1, P]
+            kd_logits = logits.masked_fill(~allowed, OUTSIDE_CATEGORY)
+            teacher = teacher.to(logits.device).masked_fill(~allowed, OUTSIDE_CATEGORY)
+        else:
+            kd_logits = logits
         pos = batch.get("anchor_positions")
         picked = valid = None
         if self.projector is not None:
@@ -212,9 +231,8 @@ class SrkdLoss(nn.Module):
             valid = pos >= 0
             picked = torch.gather(feats, 1, pos.clamp_min(0)[..., None].expand(-1, -1, feats.shape[-1]))
         mask = batch.get("point_mask")
-        terms, total = self.terms(logits, batch["parts"], batch["teacher_logprobs"], picked,
-                                  batch.get("teacher_features"), valid,
-                                  None if mask is None else mask.to(logits.device))
+        terms, total = self.terms(logits, batch["parts"], teacher, picked, batch.get("teacher_features"), valid,
+                                  None if mask is None else mask.to(logits.device), kd_logits=kd_logits)
         return logits, terms, total
 
     def scene_forward(self, student: nn.Module, coord: Tensor, feat: Tensor, offset: Tensor,
@@ -237,7 +255,7 @@ class SrkdLoss(nn.Module):
 
     def terms(self, logits: Tensor, target: Tensor, teacher_logprobs: Tensor, student_anchors: Tensor | None,
               teacher_features: Tensor | None, valid: Tensor | None, mask: Tensor | None = None,
-              ignore_index: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
+              ignore_index: int | None = None, kd_logits: Tensor | None = None) -> tuple[dict[str, Tensor], Tensor]:
         """The weighted terms from the student's logits ``[B, N, P]`` and its features at the anchors
         ``[B, M, Ds]`` (``valid`` ``[B, M]``: the anchor is in the input)."""
         cfg = self.config
@@ -245,8 +263,8 @@ class SrkdLoss(nn.Module):
         ignore = cfg.ignore_index if ignore_index is None else ignore_index
         terms["ce"] = label_smoothing_ce(logits, target.to(logits.device), smoothing=cfg.label_smoothing,
                                          ignore_index=ignore)
-        terms["kd"] = pointwise_kd_loss(logits, teacher_logprobs.to(logits.device), cfg.pointwise_temperature,
-                                        mask=mask)
+        terms["kd"] = pointwise_kd_loss(logits if kd_logits is None else kd_logits, teacher_logprobs.to(logits.device),
+                                        cfg.pointwise_temperature, mask=mask)
         total = cfg.ce_weight * terms["ce"] + cfg.pointwise_weight * terms["kd"]
         if self.projector is not None:
             assert student_anchors is not None and teacher_features is not None and valid is not None

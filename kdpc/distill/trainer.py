@@ -162,6 +162,11 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if reader is None:  # the online baseline has per-point outputs but no recorded anchor features
             srkd_cfg.update(affinity_weight=0.0, cross_weight=0.0)
         srkd = SrkdLoss.for_student(student, reader.header if reader is not None else None, srkd_cfg).to(device)
+        if task == "partseg":
+            from ..training.evaluate import category_part_mask
+
+            srkd.set_category_parts(category_part_mask(train_set.category_parts, train_set.num_classes, num_outputs)
+                                    .to(device))
         if srkd.projector is not None and world.enabled:
             srkd.projector = wrap_ddp(srkd.projector, device, world)  # its gradients are averaged like the student's
     trainable = student if srkd is None else torch.nn.ModuleDict({"student": student, "srkd": srkd})
