@@ -11,7 +11,7 @@ Everything goes through the CLI, one fresh process per step, in ``--jobs`` paral
 1. ``kdpc train`` the teacher once (seed 0; the epoch with the best validation mIoU is kept), then
    ``kdpc record`` it over ``--views`` views per training room (timed: the record cost);
 2. per seed, with the same data, schedule and seed: the CE-only student (``kdpc train``) and the offline SRKD student
-   (``kdpc distill --records``, default SRKD weights: nothing is tuned here); both keep the epoch with the best
+   (``kdpc distill --records`` with kdpc's scene defaults, plus any ``--srkd KEY=VALUE``); both keep the epoch with the best
    validation mIoU; ``kdpc eval --json`` scores each once on the test rooms (every point of the whole rooms);
 3. step cost, measured side by side in this run: ``--cost-rounds`` rounds of (CE, offline SRKD, online SRKD with the
    teacher beside the student), ``--cost-epochs`` epochs each, one process at a time; the per-step time is an

@@ -286,3 +286,13 @@ def test_scene_srkd_terms_by_hand():
     total.backward()
     assert all(p.grad is not None for p in loss.projector.parameters())
     assert sum(float(p.grad.abs().sum()) for p in student.parameters() if p.grad is not None) > 0
+
+
+def test_scene_runs_default_to_a_pointwise_temperature_of_one():
+    from kdpc.distill.seg import SrkdConfig, srkd_options
+
+    assert SrkdConfig.from_dict(srkd_options("semseg", {})).pointwise_temperature == 1.0
+    assert SrkdConfig.from_dict(srkd_options("partseg", {})).pointwise_temperature == 2.0
+    assert srkd_options("semseg", {"pointwise_temperature": 2.0})["pointwise_temperature"] == 2.0
+    online = SrkdConfig.from_dict(srkd_options("semseg", {"affinity_weight": 3.0}, online=True))
+    assert online.affinity_weight == 0.0 and online.cross_weight == 0.0 and not online.uses_features

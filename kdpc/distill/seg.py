@@ -100,6 +100,22 @@ class SrkdConfig:
         return cls(**data)
 
 
+# Scenes: the per-point KL at T = 1 unless set. Chosen on a pilot seed's validation mIoU (docs/benchmarks.md,
+# "Scenes: offline SRKD"): T = 2 spreads the target over classes a point is nowhere near, which cost accuracy.
+SCENE_POINTWISE_TEMPERATURE = 1.0
+
+
+def srkd_options(task: str, given: Mapping[str, Any], online: bool = False) -> dict[str, Any]:
+    """The ``srkd:`` options of a run: the user's, with the scene default temperature; the online baseline has
+    per-point outputs but no recorded anchor features, so its relation terms are off."""
+    options = dict(given)
+    if task == "semseg":
+        options.setdefault("pointwise_temperature", SCENE_POINTWISE_TEMPERATURE)
+    if online:
+        options.update(affinity_weight=0.0, cross_weight=0.0)
+    return options
+
+
 # ---------------------------------------------------------------------------------------------- data path
 def anchor_positions(anchors: np.ndarray, point_index: np.ndarray) -> np.ndarray:
     """Where each anchor of a view sits in the student's (point-level augmented) input.

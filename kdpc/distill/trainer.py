@@ -28,7 +28,7 @@ from ..training.runtime import resolve_device, seed_everything
 from ..training.setup import FitConfig, build_model, build_optimisation, epoch_loader, load_splits, scorers
 from .dataset import RecordedViews, check_provenance
 from .losses import kd_loss, label_smoothing_ce, nwsd_loss
-from .seg import SrkdLoss
+from .seg import SrkdLoss, srkd_options
 from .self_targets import make_self_target
 
 NWSD_SOURCES = ("ema", "past", "sharpen")
@@ -158,9 +158,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     views, collate = _views(cfg, train_set, reader, augment, run_seed, num_views)
     srkd = None
     if task in ("partseg", "semseg"):
-        srkd_cfg = dict(cfg.srkd)
-        if reader is None:  # the online baseline has per-point outputs but no recorded anchor features
-            srkd_cfg.update(affinity_weight=0.0, cross_weight=0.0)
+        srkd_cfg = srkd_options(task, cfg.srkd, online=reader is None)
         srkd = SrkdLoss.for_student(student, reader.header if reader is not None else None, srkd_cfg).to(device)
         if task == "partseg":
             from ..training.evaluate import category_part_mask
