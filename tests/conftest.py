@@ -24,6 +24,14 @@ def run_kdpc(*args: str, cwd: Path | None = None, env: dict | None = None, check
     return proc
 
 
+def flip_a_bit(array_dir: Path) -> None:
+    """Flip one bit in the middle of the first chunk object of a zarr array folder (a damaged download)."""
+    chunk = next(p for p in sorted(Path(array_dir).rglob("*")) if p.is_file() and p.name != "zarr.json")
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
+
+
 def assert_one_line_error(proc, *fragments: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr

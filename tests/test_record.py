@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_one_line_error, run_kdpc
+from conftest import assert_one_line_error, flip_a_bit, run_kdpc
 from kdpc.augment import AugmentConfig, draw_params
 from kdpc.checkpoint import load_checkpoint
 from kdpc.data import create_dataset
@@ -133,10 +133,7 @@ def test_zarr_and_h5_hold_identical_records(tiny_teacher, tmp_path):
 def test_a_flipped_bit_is_an_error_not_wrong_values(tiny_teacher, tmp_path):
     store = tmp_path / "flip.zarr"
     run_kdpc("record", "--teacher", str(tiny_teacher), "--views", "2", "--device", "cpu", "--out", str(store))
-    chunk = next(p for p in sorted((store / "output" / "q").rglob("*")) if p.is_file() and p.name != "zarr.json")
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    chunk.write_bytes(bytes(data))
+    flip_a_bit(store / "output" / "q")
     proc = run_kdpc("records", "verify", str(store), check=False)
     assert proc.returncode == 2 and "output/q" in proc.stdout + proc.stderr
     assert_one_line_error(run_kdpc("distill", "--records", str(store), "--out", str(tmp_path / "r"), check=False))

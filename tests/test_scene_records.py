@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_kdpc
+from conftest import assert_one_line_error, flip_a_bit, run_kdpc
 from kdpc.checkpoint import load_checkpoint
 from kdpc.data import create_dataset
 from kdpc.distill.scene_views import SceneRecordedViews, collate_scene_records
@@ -150,10 +150,7 @@ def test_rooms_record_verify_distill_eval_from_the_cli(teacher, work):
 def test_a_flipped_bit_in_a_scene_store_is_refused(store, work):
     damaged = work / "flipped.zarr"
     run_kdpc("records", "copy", str(store), str(damaged))
-    chunk = next(p for p in sorted((damaged / "output" / "q").rglob("*")) if p.is_file() and p.name != "zarr.json")
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    chunk.write_bytes(bytes(data))
+    flip_a_bit(damaged / "output" / "q")
     proc = run_kdpc("records", "verify", str(damaged), check=False)
     assert proc.returncode == 2 and "output/q" in proc.stdout + proc.stderr
     assert_one_line_error(run_kdpc("distill", "--records", str(damaged), "--student", "pointunet-tiny", "--out",

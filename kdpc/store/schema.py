@@ -242,6 +242,12 @@ class StoreHeader:
         start, stop = self.block_range(block)
         return start * self.num_points, stop * self.num_points
 
+    def point_offsets(self, block: int, counts: Any) -> np.ndarray:
+        """semseg: ``point_offset`` of block ``block``'s views with ``counts`` points each: packed in record order
+        from the block's first per-point row."""
+        counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+        return self.point_block_range(block)[0] + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
     def block_rows(self, spec: "ArraySpec", block: int) -> tuple[int, int]:
         """The rows of array ``spec`` that block ``block`` writes (its records, or its per-point rows)."""
         return self.point_block_range(block) if spec.per == "point" else self.block_range(block)

@@ -320,7 +320,7 @@ def _check_ragged_output(header: StoreHeader, b: int, start: int, data: dict[str
         col.problem("output", f"block {b}: point counts outside 1..{header.num_points}")
         return
     first = header.point_block_range(b)[0]
-    if not np.array_equal(offsets, first + np.concatenate([[0], np.cumsum(counts)[:-1]])):
+    if not np.array_equal(offsets, header.point_offsets(b, counts)):
         col.problem("output", f"block {b}: point offsets do not pack the block's views from row {first}")
         return
     problems = codec.problems(out, header.num_classes)

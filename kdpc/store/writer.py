@@ -371,11 +371,7 @@ class RecordWriter:
                 f"{h.describe_record(start + int(bad[0]))}); nothing was written - check the checkpoint and try "
                 "without mixed precision"
             )
-        first_row = h.point_block_range(block)[0]
-        out: dict[str, np.ndarray] = {
-            POINT_COUNT: counts.astype(np.uint32),
-            POINT_OFFSET: (first_row + np.concatenate([[0], np.cumsum(counts)[:-1]])).astype(np.int64),
-        }
+        out: dict[str, np.ndarray] = {POINT_COUNT: counts.astype(np.uint32), POINT_OFFSET: h.point_offsets(block, counts)}
         capacity = n * h.num_points
         for name, values in self._codec.encode_ragged(lp, counts).items():
             spec = self._record_specs[f"{OUTPUT_GROUP}/{name}"]

@@ -292,10 +292,8 @@ def _merged_point_rows(backends: list[Backend], headers: list[StoreHeader], rec_
             first, last = np.flatnonzero(mine)[[0, -1]]
             for s in point_specs:
                 rows[s.name].append(bk.read_present(s.name, int(offset[first]), int(offset[last] + count[last])))
-    counts_all = np.concatenate(counts)
     first_row, end_row = header.point_block_range(block)
-    out: dict[str, np.ndarray] = {POINT_OFFSET: (first_row + np.concatenate([[0], np.cumsum(counts_all)[:-1]])
-                                                 ).astype(np.int64)}
+    out: dict[str, np.ndarray] = {POINT_OFFSET: header.point_offsets(block, np.concatenate(counts))}
     for s in point_specs:
         values = np.concatenate(rows[s.name])
         padded = np.zeros((end_row - first_row, *s.tail), dtype=s.dtype)
