@@ -6,7 +6,8 @@ student's initialisation seed and data order where the code allows. Every run ke
 validation split; the test split is scored once at the end and never chooses anything.
 
   ce       the student trained alone (kdpc train)
-  kd       offline KD from the records with kdpc distill's defaults
+  kd       offline KD from the records with kdpc distill's defaults (DIST relations at T 2)
+  kl       offline KD with Hinton's KL at T 2 instead (the default before DIST)
   nwsd     kd + negative-weight self-distillation (sharpen, -0.2)
   online   the classic online KD baseline: the teacher runs every step on the trainer's views
   nokd     CE on the recorded views, no KD term (the finite-view penalty)
@@ -35,8 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table  # noqa: E402
 
-ARMS = {"ce": "CE only", "kd": "offline KD", "nwsd": "offline KD + NWSD", "online": "online KD",
-        "nokd": "recorded views, no KD"}
+ARMS = {"ce": "CE only", "kd": "offline KD", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
+        "online": "online KD", "nokd": "recorded views, no KD"}
 
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def main() -> None:
     p.add_argument("--students", default="pointnet-tiny,pointnet2-tiny")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seeds", default="1,2,3,4,5")
-    p.add_argument("--arms", default="ce,kd,nwsd,online,nokd")
+    p.add_argument("--arms", default="ce,kd,kl,nwsd,online,nokd")
     p.add_argument("--online-seeds", default=None, help="seeds of the online arm (default: --seeds)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--workdir", default="bench-out/accuracy")
@@ -166,7 +167,8 @@ def main() -> None:
                       "workers": 0, "resume": store.exists()}}], 1)
     teacher_oa = test_oa(results[0])
 
-    arm_cfg = {"kd": {}, "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0},
+    arm_cfg = {"kd": {}, "kl": {"kd_objective": "kl", "temperature": 2.0},
+               "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0},
                "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views}}
     specs = []
     for student in students:
@@ -196,7 +198,7 @@ def main() -> None:
         rows += student_rows(results, student, arms, teacher_oa)
     checks = []
     for student in students:
-        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "online", -0.3), ("nwsd", "kd", 0.0)):
+        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("nwsd", "kd", 0.0)):
             diff = paired(results, student, arm, base)
             if diff:
                 checks.append([student, f"{ARMS[arm]} − {ARMS[base]}", mean_se(diff), f">= {goal:+.1f}",

@@ -5,7 +5,7 @@ the command line) stays fast::
 
     kdpc.record(teacher, dataset, ...)        record any teacher (nn.Module or file) over a dataset
     kdpc.RecordsDataset(store)                (points, label, teacher_logprobs) per record, replayed exactly
-    kdpc.kd_loss / nwsd_loss / SrkdLoss       the distillation losses
+    kdpc.kd_loss / dist_loss / nwsd_loss / SrkdLoss   the distillation losses
     kdpc.create_model / create_dataset / load_teacher / TeacherAdapter
 """
 
@@ -22,6 +22,7 @@ _LAZY = {
     "register_model": "kdpc.models",
     "register_dataset": "kdpc.data",
     "kd_loss": "kdpc.distill.losses",
+    "dist_loss": "kdpc.distill.losses",
     "nwsd_loss": "kdpc.distill.losses",
     "label_smoothing_ce": "kdpc.distill.losses",
     "pointwise_kd_loss": "kdpc.distill.losses",

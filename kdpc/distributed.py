@@ -197,6 +197,16 @@ def all_gather_cat(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def all_gather_cat_with_grad(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """As :func:`all_gather_cat`, differentiable: the backward sums every rank's gradient for this rank's slice, so a
+    loss every rank computes over the gathered batch, averaged by DDP, has the single process's gradient."""
+    if not world.enabled:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()))
+
+
 def shutdown(world: World, wait_for_peers: bool = True) -> None:
     if world.enabled and dist.is_initialized():
         if wait_for_peers:

@@ -207,6 +207,23 @@ def test_nwsd_is_off_by_default_and_then_has_no_self_distillation_term(tiny_stor
     assert "loss/nwsd" not in row and row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"], rel=1e-3)
 
 
+def test_classifiers_distil_with_dist_by_default_and_kl_on_request(tiny_store, tmp_path):
+    runs = {"default": (), "dist": ("--kd-objective", "dist"), "kl": ("--kd-objective", "kl")}
+    rows = {}
+    for name, flags in runs.items():
+        run_kdpc(*distill_args(tiny_store, tmp_path / name, *flags))
+        rows[name] = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])
+    assert yaml.safe_load((tmp_path / "dist" / "config.yaml").read_text())["kd_objective"] == "dist"
+    assert rows["default"]["loss/kd"] == rows["dist"]["loss/kd"]  # auto = dist for classification
+    # T^2 (1 - Pearson) lies in [0, 2 T^2] for each of the two relation terms (T = 2); the KL is another number
+    assert 0.0 < rows["dist"]["loss/kd"] < 16.0 and rows["dist"]["loss/kd"] != pytest.approx(rows["kl"]["loss/kd"])
+    assert rows["dist"]["loss/total"] == pytest.approx(rows["dist"]["loss/ce"] + rows["dist"]["loss/kd"], rel=1e-3)
+    with pytest.raises(KdpcError, match="--kd-objective"):
+        from kdpc.distill.trainer import DistillConfig
+
+        DistillConfig(records="x.zarr", kd_objective="cosine")
+
+
 def test_missing_records_argument_is_one_line(tmp_path):
     assert_one_line_error(run_kdpc("distill", "--out", str(tmp_path / "r"), check=False), "--records")
     assert_one_line_error(run_kdpc("distill", "--records", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "r"),

@@ -11,6 +11,7 @@ from kdpc.distill.losses import (
     affinity_alignment_loss,
     combine,
     cross_sample_relation_loss,
+    dist_loss,
     kd_loss,
     label_smoothing_ce,
     nwsd_loss,
@@ -160,6 +161,40 @@ def test_kd_loss_rejects_shape_mismatch_and_bad_temperature():
         kd_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0)
     with pytest.raises(KdpcError):
         kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), 0.0)
+
+
+# ------------------------------------------------------------------------------------------------- DIST
+
+
+def pearson(xs, ys):
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    return cov / math.sqrt(sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys))
+
+
+@pytest.mark.parametrize("t", [1.0, 2.0])
+def test_dist_loss_hand_value(t):
+    student = [[1.0, 0.0, -1.0], [0.5, 0.5, 2.0], [0.0, 3.0, 1.0]]
+    teacher_lp = [[math.log(v) for v in row] for row in ([0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.3, 0.3, 0.4])]
+    ps = [softmax(row, t) for row in student]
+    pt = [softmax(row, t) for row in teacher_lp]
+    inter = sum(1 - pearson(a, b) for a, b in zip(ps, pt)) / 3
+    intra = sum(1 - pearson([r[c] for r in ps], [r[c] for r in pt]) for c in range(3)) / 3
+    got = dist_loss(torch.tensor(student), torch.tensor(teacher_lp), t, inter_weight=2.0, intra_weight=0.5)
+    assert got.item() == pytest.approx(t * t * (2.0 * inter + 0.5 * intra), rel=1e-4)
+
+
+def test_dist_loss_zero_only_for_matching_relations_and_moves_student_toward_teacher():
+    teacher = torch.log_softmax(torch.tensor([[2.0, -1.0, 0.3], [0.0, 5.0, 1.0], [1.0, 1.5, -2.0]]), dim=-1)
+    assert dist_loss(teacher + 3.0, teacher, 1.0).item() == pytest.approx(0.0, abs=1e-5)
+    student = torch.zeros(3, 3, requires_grad=True)  # uniform: correlates with nothing
+    loss = dist_loss(student + torch.tensor([[0.0, 1.0, 0.0]]) * torch.tensor([[1.0], [0.0], [0.0]]), teacher, 1.0)
+    loss.backward()
+    with torch.no_grad():
+        stepped = student - 1.0 * student.grad
+    assert dist_loss(stepped, teacher, 1.0).item() < loss.item()
+    with pytest.raises(KdpcError):
+        dist_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0)
 
 
 # ------------------------------------------------------------------------------------------------- NWSD

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_kdpc
+from conftest import assert_one_line_error, run_kdpc
 from kdpc.checkpoint import load_checkpoint
 from kdpc.store import RecordReader
 
@@ -49,3 +49,9 @@ def test_seg_distill_trains_with_srkd_terms_and_evaluates_miou(seg_store, tmp_pa
     result = json.loads(run_kdpc("eval", "--model", str(out / "student.pt"), "--json", "--device", "cpu").stdout)
     assert result["inst_miou"] == pytest.approx(metrics["test/inst_miou"])
     assert load_checkpoint(out / "student.pt").task == "partseg"
+
+
+def test_seg_distill_refuses_a_classification_kd_objective(seg_store, tmp_path):
+    proc = run_kdpc("distill", "--records", str(seg_store / "parts.zarr"), "--student", "dgcnn-seg-tiny", "--epochs",
+                    "1", "--kd-objective", "dist", "--device", "cpu", "--out", str(tmp_path / "run"), check=False)
+    assert_one_line_error(proc, "--kd-objective dist is for classification")

@@ -213,14 +213,16 @@ def test_distill_two_ranks_matches_one_process(reference_store, work):
     # T = 4 and NWSD on (not the defaults): the past-prediction bank is gathered over the ranks, and at T = 4 the
     # gradients stay far enough above float rounding that AdamW, which normalises them, does not amplify the
     # ranks' different summation order into lr-sized steps within two epochs (at T = 2 it does, for a few weights)
+    # (KL here; DIST's batch-wide term is checked on its own below)
     common = dict(records=str(reference_store), student="pointnet-tiny", student_cfg={"dropout": 0.0}, epochs=2,
-                  batch_size=16, nwsd_source="past", nwsd_weight=-0.2, temperature=4.0, device="cpu")
+                  batch_size=16, nwsd_source="past", nwsd_weight=-0.2, temperature=4.0, kd_objective="kl",
+                  device="cpu")
     one = work / "d1"
     distill(DistillConfig(**common, out=str(one)), log=quiet)
     two = work / "d2"
     log = ok(torchrun("distill", "--records", str(reference_store), "--student", "pointnet-tiny", "--student-opt",
                       "dropout=0", "--epochs", "2", "--batch-size", "16", "--nwsd-source", "past", "--nwsd-weight", "-0.2",
-                      "--temperature", "4", "--device", "cpu",
+                      "--temperature", "4", "--kd-objective", "kl", "--device", "cpu",
                       "--out", str(two), cwd=work))
     assert log.count("epoch 2/2") == 1  # rank 0 logs
 
@@ -250,3 +252,19 @@ def test_distill_two_ranks_matches_one_process(reference_store, work):
     assert int(b1["seen"].sum()) == 2 * 64 and torch.equal(b1["seen"], b2["seen"])
     torch.testing.assert_close(b2["logprobs"].float(), b1["logprobs"].float(), rtol=0, atol=1e-2)
     assert len(c2.training_state["rng_ranks"]) == 2
+
+
+def test_distill_dist_relates_the_global_batch_across_ranks(reference_store, work):
+    """DIST's intra-class term correlates each class's scores over the batch's records: under torchrun it is computed
+    over the records of all ranks (a differentiable gather), so the losses equal one process's on the global batch.
+    (Per rank it would relate 8 records instead of 16: the losses differ at the 1e-3 level within one epoch.)"""
+    common = dict(records=str(reference_store), student="pointnet-tiny", student_cfg={"dropout": 0.0}, epochs=1,
+                  batch_size=16, kd_objective="dist", device="cpu")
+    one, two = work / "dist1", work / "dist2"
+    distill(DistillConfig(**common, out=str(one)), log=quiet)
+    ok(torchrun("distill", "--records", str(reference_store), "--student", "pointnet-tiny", "--student-opt", "dropout=0",
+                "--epochs", "1", "--batch-size", "16", "--kd-objective", "dist", "--device", "cpu", "--out", str(two),
+                cwd=work))
+    (a,), (b,) = ([json.loads(line) for line in (o / "metrics.jsonl").read_text().splitlines()] for o in (one, two))
+    for key in ("loss/ce", "loss/kd", "loss/total"):
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key

@@ -103,13 +103,16 @@ def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, devi
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
 @click.option("--ce-weight", type=float, default=None, help="Weight of the cross-entropy to the labels.")
-@click.option("--kd-weight", type=float, default=None, help="Weight of the KL to the recorded teacher.")
+@click.option("--kd-weight", type=float, default=None,
+              help="Weight of the term matching the recorded teacher (see --kd-objective).")
 @click.option("--temperature", type=float, default=None)
+@click.option("--kd-objective", type=click.Choice(["auto", "kl", "dist"]), default=None,
+              help="How a classifier matches the teacher: kl (Hinton's KL) or dist (Pearson relations, DIST); "
+                   "auto: the measured default (docs/method.md).")
 @click.option("--label-smoothing", type=float, default=None, help="Label smoothing of the CE term.")
 @click.option("--select", type=click.Choice(["auto", "val", "last"]), default=None,
               help="Which epoch is kept: best on the validation split, the last one, or auto (val if the data has "
                    "one). Never the test split.")
-
 @click.option("--nwsd-weight", type=float, default=None, help="Signed NWSD weight (negative: push away).")
 @click.option("--nwsd-source", type=click.Choice(["ema", "past", "sharpen"]), default=None)
 @click.option("--views", type=int, default=None, help="Use only the first K recorded views (default all).")
@@ -130,8 +133,8 @@ def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, devi
 @click.option("--workers", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 def distill_cmd(records, student, student_old, student_opt, data_root, epochs, batch_size, lr, ce_weight, kd_weight,
-                temperature, label_smoothing, select, nwsd_weight, nwsd_source, views, online_teacher, online_teacher_weights,
-                online_adapter, online_dataset, set_pairs, out, resume, config, device,
+                temperature, kd_objective, label_smoothing, select, nwsd_weight, nwsd_source, views, online_teacher,
+                online_teacher_weights, online_adapter, online_dataset, set_pairs, out, resume, config, device,
                 workers, seed) -> None:
     """Train a student from a record store alone: CE + KD to the recorded teacher (+ NWSD with --nwsd-weight);
     parts and scenes: CE + per-point KL + the SRKD relation terms (--set srkd.KEY=VALUE)."""
@@ -141,8 +144,8 @@ def distill_cmd(records, student, student_old, student_opt, data_root, epochs, b
     student = _one_of(student, student_old, "--model")
     flags = overrides(records=records, student=student, data_root=data_root, epochs=epochs, batch_size=batch_size,
                        lr=lr, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature,
-                       label_smoothing=label_smoothing, select=select, nwsd_weight=nwsd_weight,
-                       nwsd_source=nwsd_source, views=views, online_teacher=online_teacher,
+                       kd_objective=kd_objective, label_smoothing=label_smoothing, select=select,
+                       nwsd_weight=nwsd_weight, nwsd_source=nwsd_source, views=views, online_teacher=online_teacher,
                        online_teacher_weights=online_teacher_weights, out=out, resume=resume,
                        device=device, workers=workers, seed=seed)
     if student_opt:

@@ -20,7 +20,7 @@ The formulas, defaults and sources are written out in ``docs/method.md``.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -201,6 +201,51 @@ def kd_loss(
         if kl.numel() == 0:
             return _zero_like_graph(student_logits)
         return (t * t) * kl.mean()
+
+
+def _pearson_distance(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    """``1 - Pearson(a, b)`` along ``dim``; a constant vector correlates 0 with anything (no NaN)."""
+    a = a - a.mean(dim=dim, keepdim=True)
+    b = b - b.mean(dim=dim, keepdim=True)
+    return 1.0 - (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + 1e-8)
+
+
+def dist_loss(
+    student_logits: Tensor,
+    teacher_logprobs: Tensor,
+    temperature: float,
+    inter_weight: float = 1.0,
+    intra_weight: float = 1.0,
+    gather: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """DIST (Huang et al., *Knowledge Distillation from A Stronger Teacher*, NeurIPS 2022): match the teacher's
+    tempered probabilities up to scale and shift, by Pearson correlation, instead of exactly by KL.
+
+    ``T^2 * (inter_weight * mean_i d(p_s[i, :], p_t[i, :]) + intra_weight * mean_c d(p_s[:, c], p_t[:, c]))`` with
+    ``d = 1 - Pearson``: the *inter-class* term asks each record's class ranking to follow the teacher's, the
+    *intra-class* term each class's scores across the batch's records. A student far weaker than its teacher
+    cannot reproduce the teacher's exact confidences; preserving only their relations is what it can learn.
+
+    Args:
+        student_logits: ``[B, C]`` (records are rows of the flattened ``[-1, C]`` view).
+        teacher_logprobs: same shape; log-probabilities at ``T = 1``; detached inside.
+        temperature: ``T > 0``.
+        gather: under data parallelism, concatenates a tensor's rows over the ranks (differentiably), so the
+            intra-class term relates the records of the global batch, as one process would.
+    """
+    t = check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logprobs, "teacher_logprobs")
+    with _autocast_off(student_logits):
+        num_classes = student_logits.shape[-1]
+        p_s = F.softmax(student_logits.float().reshape(-1, num_classes) / t, dim=-1)
+        p_t = F.softmax(teacher_logprobs.detach().float().reshape(-1, num_classes) / t, dim=-1)
+        if p_s.shape[0] == 0:
+            return _zero_like_graph(student_logits)
+        inter = _pearson_distance(p_s, p_t, dim=1).mean()
+        if gather is not None:
+            p_s, p_t = gather(p_s), gather(p_t)
+        intra = _pearson_distance(p_s, p_t, dim=0).mean() if p_s.shape[0] > 1 else inter.new_zeros(())
+        return (t * t) * (inter_weight * inter + intra_weight * intra)
 
 
 def nwsd_loss(

@@ -7,6 +7,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..augment import AugmentConfig, PointAugmentConfig
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..config import config_to_dict, save_yaml
 from ..distributed import World, all_gather_cat, barrier, decorrelate_rng, distributed, everywhere, main_log, on_main
-from ..distributed import rank_device, wrap_ddp
+from ..distributed import all_gather_cat_with_grad, rank_device, wrap_ddp
 from ..errors import KdpcError
 from ..secrets import redact_text, shareable
 from ..teachers import Teacher, load_teacher
@@ -27,7 +28,7 @@ from ..training.loop import LoopHooks, LoopState, fit, resolve_select
 from ..training.runtime import resolve_device, seed_everything
 from ..training.setup import FitConfig, build_model, build_optimisation, epoch_loader, load_splits, scorers
 from .dataset import RecordedViews, check_provenance
-from .losses import kd_loss, label_smoothing_ce, nwsd_loss
+from .losses import dist_loss, kd_loss, label_smoothing_ce, nwsd_loss
 from .seg import SrkdLoss, srkd_options
 from .self_targets import make_self_target
 
@@ -43,6 +44,7 @@ class DistillConfig(FitConfig):
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     temperature: float = 2.0  # measured best on validation (docs/method.md)
+    kd_objective: str = "auto"  # auto | kl (Hinton) | dist (Pearson relations): auto = CLASSIFICATION_KD_OBJECTIVE
     nwsd_weight: float = 0.0  # off: measured neutral under the honest protocol (docs/method.md); -0.2 turns it on
     nwsd_source: str = "sharpen"
     nwsd_max_kl: float = 0.5
@@ -71,10 +73,17 @@ class DistillConfig(FitConfig):
         for name in ("ce_weight", "kd_weight", "nwsd_weight"):
             if not math.isfinite(getattr(self, name)):
                 raise KdpcError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)!r}")
+        if self.kd_objective not in ("auto", *KD_OBJECTIVES):
+            raise KdpcError(f"--kd-objective must be auto or one of {', '.join(KD_OBJECTIVES)}, "
+                            f"got {self.kd_objective!r}")
         if self.views is not None and self.views < 1:
             raise KdpcError(f"--views must be >= 1 (or left out: all recorded views), got {self.views}")
         if self.records is None and self.online_teacher is None:
             raise KdpcError("give --records STORE (offline distillation) or --online-teacher CKPT (the baseline)")
+
+
+KD_OBJECTIVES = {"kl": kd_loss, "dist": dist_loss}
+CLASSIFICATION_KD_OBJECTIVE = "dist"  # what `auto` means for classification: chosen on validation (docs/method.md)
 
 
 def mixed_ce(logits: torch.Tensor, batch: dict[str, Any], label: torch.Tensor, smoothing: float,
@@ -137,6 +146,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                 p.requires_grad_(False)
         if model_task(cfg.student) != train_set.task:
             raise KdpcError(f"student {cfg.student} is a {model_task(cfg.student)} model but the data is {train_set.task}")
+        if train_set.task != "cls" and cfg.kd_objective != "auto":
+            raise KdpcError(f"--kd-objective {cfg.kd_objective} is for classification; parts and scenes match the "
+                            "teacher with the SRKD terms (--set srkd.KEY=VALUE)")
         if train_set.task == "semseg" and cfg.nwsd_weight != 0:
             raise KdpcError("negative-weight self-distillation is for objects; scene students train with the SRKD "
                             "terms (--set srkd.KEY=VALUE): leave --nwsd-weight at 0")
@@ -174,6 +186,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     model = wrap_ddp(student, device, world)  # broadcasts rank 0's weights; `student` stays the plain module
     decorrelate_rng(world, cfg.seed)  # dropout differs per rank; rank 0 draws what a single process would
 
+    kd_objective = KD_OBJECTIVES[CLASSIFICATION_KD_OBJECTIVE if cfg.kd_objective == "auto" else cfg.kd_objective]
+    if kd_objective is dist_loss and world.enabled:  # its intra-class term relates the records of the global batch
+        kd_objective = partial(dist_loss, gather=lambda t: all_gather_cat_with_grad(t, world))
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
     if use_nwsd:
@@ -223,7 +238,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         else:
             logits = model_forward(model, points, label).float()
             terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
-                     "kd": kd_loss(logits, teacher_logprobs, cfg.temperature)}
+                     "kd": kd_objective(logits, teacher_logprobs, cfg.temperature)}
             total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
         target = batch["parts"].to(device) if task == "partseg" else label
         prediction = logits.detach().argmax(-1)
