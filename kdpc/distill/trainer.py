@@ -187,8 +187,8 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     decorrelate_rng(world, cfg.seed)  # dropout differs per rank; rank 0 draws what a single process would
 
     kd_objective = KD_OBJECTIVES[CLASSIFICATION_KD_OBJECTIVE if cfg.kd_objective == "auto" else cfg.kd_objective]
-    if kd_objective is dist_loss and world.enabled:  # its intra-class term relates the records of the global batch
-        kd_objective = partial(dist_loss, gather=lambda t: all_gather_cat_with_grad(t, world))
+    if kd_objective is dist_loss:  # its intra-class term relates the records of the global batch (a no-op gather alone)
+        kd_objective = partial(dist_loss, gather=partial(all_gather_cat_with_grad, world=world))
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
     if use_nwsd:
