@@ -198,7 +198,8 @@ def main() -> None:
         rows += student_rows(results, student, arms, teacher_oa)
     checks = []
     for student in students:
-        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("nwsd", "kd", 0.0)):
+        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("kd", "nokd", 0.0),
+                                ("nwsd", "kd", 0.0)):
             diff = paired(results, student, arm, base)
             if diff:
                 checks.append([student, f"{ARMS[arm]} − {ARMS[base]}", mean_se(diff), f">= {goal:+.1f}",
