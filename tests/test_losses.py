@@ -187,8 +187,10 @@ def test_dist_loss_hand_value(t):
 def test_dist_loss_zero_only_for_matching_relations_and_moves_student_toward_teacher():
     teacher = torch.log_softmax(torch.tensor([[2.0, -1.0, 0.3], [0.0, 5.0, 1.0], [1.0, 1.5, -2.0]]), dim=-1)
     assert dist_loss(teacher + 3.0, teacher, 1.0).item() == pytest.approx(0.0, abs=1e-5)
-    student = torch.zeros(3, 3, requires_grad=True)  # uniform: correlates with nothing
-    loss = dist_loss(student + torch.tensor([[0.0, 1.0, 0.0]]) * torch.tensor([[1.0], [0.0], [0.0]]), teacher, 1.0)
+    student = torch.zeros(3, 3)
+    student[0, 1] = 1.0  # a wrong ranking on the first record; the others uniform (they correlate with nothing)
+    student.requires_grad_(True)
+    loss = dist_loss(student, teacher, 1.0)
     loss.backward()
     with torch.no_grad():
         stepped = student - 1.0 * student.grad
