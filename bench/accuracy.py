@@ -11,6 +11,9 @@ validation split; the test split is scored once at the end and never chooses any
   nwsd     kd + negative-weight self-distillation (sharpen, -0.2)
   online   the classic online KD baseline: the teacher runs every step on the trainer's views
   nokd     CE on the recorded views, no KD term (the finite-view penalty)
+  zkl      offline KD with logit-standardised KL at T 2 (Sun et al., 2024)
+  zkl9     the same with that paper's weights: KD 9, CE 0.1
+  rel      kd + the teacher's answer relations asked of the student's embedding (--relation-weight 10)
 
 Per arm: val and test OA mean +- std; against CE the paired difference +- standard error, and the fraction of the
 teacher - CE gap closed (paired mean +- s.e.). Runs go to --jobs 1-thread processes and survive interruption
@@ -37,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table  # noqa: E402
 
 ARMS = {"ce": "CE only", "kd": "offline KD", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
-        "online": "online KD", "nokd": "recorded views, no KD"}
+        "online": "online KD", "nokd": "recorded views, no KD",
+        "zkl": "offline KD, z-scored KL", "zkl9": "offline KD, z-scored KL (KD 9, CE 0.1)",
+        "rel": "offline KD + answer relations"}
 
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +174,8 @@ def main() -> None:
 
     arm_cfg = {"kd": {}, "kl": {"kd_objective": "kl", "temperature": 2.0},
                "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0},
+               "zkl": {"kd_objective": "zkl"}, "zkl9": {"kd_objective": "zkl", "kd_weight": 9.0, "ce_weight": 0.1},
+               "rel": {"relation_weight": 10.0},
                "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views}}
     specs = []
     for student in students:

@@ -207,8 +207,22 @@ def test_nwsd_is_off_by_default_and_then_has_no_self_distillation_term(tiny_stor
     assert "loss/nwsd" not in row and row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"], rel=1e-3)
 
 
-def test_classifiers_distil_with_dist_by_default_and_kl_on_request(tiny_store, tmp_path):
-    runs = {"default": (), "dist": ("--kd-objective", "dist"), "kl": ("--kd-objective", "kl")}
+def test_relation_weight_adds_the_answer_relation_term(tiny_store, tmp_path):
+    plain, related = tmp_path / "plain", tmp_path / "related"
+    run_kdpc(*distill_args(tiny_store, plain))
+    run_kdpc(*distill_args(tiny_store, related, "--relation-weight", "0.5"))
+    first = {name: json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+             for name, run in (("plain", plain), ("related", related))}
+    assert "loss/relation" not in first["plain"]
+    row = first["related"]
+    assert 0.0 < row["loss/relation"] < 4.0  # squared differences of correlations
+    assert row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"] + 0.5 * row["loss/relation"], rel=1e-3)
+    assert yaml.safe_load((related / "config.yaml").read_text())["relation_weight"] == 0.5
+
+
+def test_classifiers_distil_with_dist_by_default_and_kl_or_zkl_on_request(tiny_store, tmp_path):
+    runs = {"default": (), "dist": ("--kd-objective", "dist"), "kl": ("--kd-objective", "kl"),
+            "zkl": ("--kd-objective", "zkl")}
     rows = {}
     for name, flags in runs.items():
         run_kdpc(*distill_args(tiny_store, tmp_path / name, *flags))
@@ -217,6 +231,7 @@ def test_classifiers_distil_with_dist_by_default_and_kl_on_request(tiny_store, t
     assert rows["default"]["loss/kd"] == rows["dist"]["loss/kd"]  # auto = dist for classification
     # T^2 (1 - Pearson) lies in [0, 2 T^2] for each of the two relation terms (T = 2); the KL is another number
     assert 0.0 < rows["dist"]["loss/kd"] < 16.0 and rows["dist"]["loss/kd"] != pytest.approx(rows["kl"]["loss/kd"])
+    assert rows["zkl"]["loss/kd"] > 0.0 and rows["zkl"]["loss/kd"] != pytest.approx(rows["kl"]["loss/kd"])
     assert rows["dist"]["loss/total"] == pytest.approx(rows["dist"]["loss/ce"] + rows["dist"]["loss/kd"], rel=1e-3)
     with pytest.raises(KdpcError, match="--kd-objective"):
         from kdpc.distill.trainer import DistillConfig

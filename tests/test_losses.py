@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from kdpc.distill.losses import (
     FeatureProjector,
     affinity_alignment_loss,
+    answer_relation_loss,
     combine,
     cross_sample_relation_loss,
     dist_loss,
@@ -16,6 +17,7 @@ from kdpc.distill.losses import (
     label_smoothing_ce,
     nwsd_loss,
     pointwise_kd_loss,
+    standardized_kd_loss,
 )
 from kdpc.errors import KdpcError
 
@@ -197,6 +199,68 @@ def test_dist_loss_zero_only_for_matching_relations_and_moves_student_toward_tea
     assert dist_loss(stepped, teacher, 1.0).item() < loss.item()
     with pytest.raises(KdpcError):
         dist_loss(torch.zeros(2, 3), torch.zeros(2, 4), 1.0)
+
+
+def test_standardized_kd_hand_value_and_scale_invariance():
+    student = [[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]]
+    teacher_lp = [[math.log(v) for v in row] for row in ([0.7, 0.2, 0.1], [0.1, 0.3, 0.6])]
+
+    def zscore(row):
+        mean = sum(row) / len(row)
+        std = math.sqrt(sum((x - mean) ** 2 for x in row) / (len(row) - 1))
+        return [(x - mean) / std for x in row]
+
+    expected = 0.0
+    for s, t_lp in zip(student, teacher_lp):
+        p, q = softmax(zscore(t_lp), 2.0), softmax(zscore(s), 2.0)
+        expected += sum(a * math.log(a / b) for a, b in zip(p, q)) / 2
+    got = standardized_kd_loss(torch.tensor(student), torch.tensor(teacher_lp), 2.0)
+    assert got.item() == pytest.approx(4.0 * expected, rel=1e-4)
+    # only the shape of each answer counts: any positive scale and shift of either side gives the same loss
+    scaled = standardized_kd_loss(3.0 * torch.tensor(student) - 1.0, 0.25 * torch.tensor(teacher_lp), 2.0)
+    assert scaled.item() == pytest.approx(got.item(), rel=1e-4)
+    assert standardized_kd_loss(5.0 * torch.tensor(teacher_lp), torch.tensor(teacher_lp), 2.0).item() == \
+        pytest.approx(0.0, abs=1e-6)
+
+
+def test_standardized_kd_finite_with_impossible_classes_and_moves_student_toward_teacher():
+    teacher = torch.log_softmax(torch.tensor([[4.0, -1.0, 0.3, 0.0], [0.0, 5.0, 1.0, -2.0]]), dim=-1)
+    teacher[0, 1] = -math.inf
+    student = torch.zeros(2, 4)
+    student[:, 3] = 1.0
+    student.requires_grad_(True)
+    loss = standardized_kd_loss(student, teacher, 2.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+    with torch.no_grad():
+        stepped = student - 1.0 * student.grad
+    assert standardized_kd_loss(stepped, teacher, 2.0).item() < loss.item()
+
+
+def test_answer_relation_hand_value():
+    features = [[1.0, 0.0, 2.0, 1.0], [0.0, 1.0, 1.0, 0.0], [3.0, 1.0, 0.0, 2.0]]
+    teacher_lp = [[math.log(v) for v in row] for row in ([0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1])]
+    n = len(features)
+    expected = sum((pearson(features[i], features[j]) - pearson(teacher_lp[i], teacher_lp[j])) ** 2
+                   for i in range(n) for j in range(n)) / n**2
+    got = answer_relation_loss(torch.tensor(features), torch.tensor(teacher_lp))
+    assert got.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_answer_relation_ignores_scales_and_moves_embedding_toward_the_teachers_relations():
+    teacher = torch.log_softmax(torch.tensor([[4.0, -1.0, 0.3], [0.0, 5.0, 1.0], [3.5, -0.5, 0.0]]), dim=-1)
+    # an embedding whose records relate as the teacher's answers do, at any per-record scale and shift: zero
+    same = teacher * torch.tensor([[2.0], [0.5], [3.0]]) + 7.0
+    assert answer_relation_loss(same, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    features = torch.tensor([[1.0, 0.0, 0.5, 0.2], [1.0, 0.1, 0.4, 0.2], [0.0, 1.0, 0.3, 0.9]], requires_grad=True)
+    loss = answer_relation_loss(features, teacher)
+    loss.backward()
+    with torch.no_grad():
+        stepped = features - 0.5 * features.grad
+    assert answer_relation_loss(stepped, teacher).item() < loss.item()
+    assert answer_relation_loss(features[:1], teacher[:1]).item() == 0.0  # one record relates to nothing
+    with pytest.raises(KdpcError):
+        answer_relation_loss(torch.zeros(3, 4), torch.zeros(2, 3))
 
 
 # ------------------------------------------------------------------------------------------------- NWSD

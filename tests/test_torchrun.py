@@ -255,16 +255,16 @@ def test_distill_two_ranks_matches_one_process(reference_store, work):
 
 
 def test_distill_dist_relates_the_global_batch_across_ranks(reference_store, work):
-    """DIST's intra-class term correlates each class's scores over the batch's records: under torchrun it is computed
+    """DIST's intra-class term and the answer relations relate the batch's records: under torchrun they are computed
     over the records of all ranks (a differentiable gather), so the losses equal one process's on the global batch.
-    (Per rank it would relate 8 records instead of 16: the losses differ at the 1e-3 level within one epoch.)"""
+    (Per rank they would relate 8 records instead of 16: the losses differ at the 1e-3 level within one epoch.)"""
     common = dict(records=str(reference_store), student="pointnet-tiny", student_cfg={"dropout": 0.0}, epochs=1,
-                  batch_size=16, kd_objective="dist", device="cpu")
+                  batch_size=16, kd_objective="dist", relation_weight=1.0, device="cpu")
     one, two = work / "dist1", work / "dist2"
     distill(DistillConfig(**common, out=str(one)), log=quiet)
     ok(torchrun("distill", "--records", str(reference_store), "--student", "pointnet-tiny", "--student-opt", "dropout=0",
-                "--epochs", "1", "--batch-size", "16", "--kd-objective", "dist", "--device", "cpu", "--out", str(two),
-                cwd=work))
+                "--epochs", "1", "--batch-size", "16", "--kd-objective", "dist", "--relation-weight", "1", "--device",
+                "cpu", "--out", str(two), cwd=work))
     (a,), (b,) = ([json.loads(line) for line in (o / "metrics.jsonl").read_text().splitlines()] for o in (one, two))
-    for key in ("loss/ce", "loss/kd", "loss/total"):
+    for key in ("loss/ce", "loss/kd", "loss/relation", "loss/total"):
         assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key

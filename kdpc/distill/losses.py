@@ -32,6 +32,9 @@ __all__ = [
     "check_temperature",
     "label_smoothing_ce",
     "kd_loss",
+    "standardized_kd_loss",
+    "answer_relation_loss",
+    "dist_loss",
     "nwsd_loss",
     "combine",
     "pointwise_kd_loss",
@@ -201,6 +204,68 @@ def kd_loss(
         if kl.numel() == 0:
             return _zero_like_graph(student_logits)
         return (t * t) * kl.mean()
+
+
+def _standardized(logits: Tensor) -> Tensor:
+    """Each row z-scored: shift- and scale-free logits. ``-inf`` (an impossible class) is replaced by the row's
+    smallest finite value first, so the statistics stay finite."""
+    finite = torch.isfinite(logits)
+    floor = torch.where(finite, logits, torch.full_like(logits, float("inf"))).amin(dim=-1, keepdim=True)
+    logits = torch.where(finite, logits, floor)
+    return (logits - logits.mean(dim=-1, keepdim=True)) / (logits.std(dim=-1, keepdim=True) + 1e-7)
+
+
+def standardized_kd_loss(
+    student_logits: Tensor,
+    teacher_logprobs: Tensor,
+    temperature: float,
+) -> Tensor:
+    """Logit-standardised KD (Sun et al., *Logit Standardization in Knowledge Distillation*, CVPR 2024):
+    ``T^2 * KL(softmax(z(teacher) / T) || softmax(z(student) / T))`` with ``z`` the per-record z-score.
+
+    The student matches the teacher's logits up to a per-record shift *and scale*: a confident teacher no longer
+    asks a small student for its large logit range, only for the shape of its answer. The stored log-probabilities
+    differ from the teacher's logits by a per-record constant, which the z-score removes, so the loss is the
+    paper's exactly.
+    """
+    t = check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logprobs, "teacher_logprobs")
+    with _autocast_off(student_logits):
+        num_classes = student_logits.shape[-1]
+        s = _standardized(student_logits.float().reshape(-1, num_classes))
+        q = _standardized(teacher_logprobs.detach().float().reshape(-1, num_classes))
+        if s.shape[0] == 0:
+            return _zero_like_graph(student_logits)
+        return (t * t) * _tempered_kl(s, q, t).mean()
+
+
+def answer_relation_loss(
+    student_features: Tensor,
+    teacher_logprobs: Tensor,
+    gather: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Batch relations of the teacher's answers, asked of the student's embedding (classification).
+
+    ``mean_ij (rho(f_i, f_j) - rho(z_i, z_j))^2`` over the batch's records ``i, j``: ``rho`` is the Pearson
+    correlation, ``f`` the student's global features (``forward_features``, ``[B, Ds]``) and ``z`` the teacher's
+    recorded log-probabilities (``[B, C]``, i.e. its logits up to a per-record constant). Two shapes the teacher
+    answers alike must be embedded alike by the student, and two it tells apart, apart: the similarity-preserving
+    loss of Tung & Mori (ICCV 2019) with the teacher's side taken from the only thing a classification store
+    records. Both sides are centred and normalised per record, so neither the student's feature scale nor the
+    teacher's confidence matters. ``gather`` (under data parallelism) relates the records of the global batch.
+    """
+    if student_features.ndim != 2 or teacher_logprobs.ndim != 2 or len(student_features) != len(teacher_logprobs):
+        raise KdpcError(f"answer relations need [B, D] student features and [B, C] teacher log-probs, got "
+                        f"{tuple(student_features.shape)} and {tuple(teacher_logprobs.shape)}")
+    with _autocast_off(student_features):
+        f = student_features.float()
+        f = F.normalize(f - f.mean(dim=-1, keepdim=True), dim=-1)
+        z = F.normalize(_standardized(teacher_logprobs.detach().float()), dim=-1)
+        if gather is not None:
+            f, z = gather(f), gather(z)
+        if f.shape[0] < 2:
+            return _zero_like_graph(student_features)
+        return (f @ f.T - z @ z.T).pow(2).mean()
 
 
 def _pearson_distance(a: Tensor, b: Tensor, dim: int) -> Tensor:

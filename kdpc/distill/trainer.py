@@ -22,14 +22,14 @@ from ..distributed import all_gather_cat_with_grad, rank_device, wrap_ddp
 from ..errors import KdpcError
 from ..secrets import redact_text, shareable
 from ..teachers import Teacher, load_teacher
-from ..models import count_parameters, model_forward, model_task
+from ..models import count_parameters, model_forward, model_inputs, model_task, unwrap_model
 from ..training.evaluate import primary_metric
 from ..training.loop import LoopHooks, LoopState, fit, resolve_select
 from ..training.runtime import resolve_device, seed_everything
 from ..training.setup import FitConfig, build_model, build_optimisation, epoch_loader, load_splits, scorers
 from .dataset import RecordedViews, check_provenance
-from .losses import dist_loss, kd_loss, label_smoothing_ce, nwsd_loss
-from .seg import SrkdLoss, srkd_options
+from .losses import answer_relation_loss, dist_loss, kd_loss, label_smoothing_ce, nwsd_loss, standardized_kd_loss
+from .seg import SrkdLoss, srkd_options, student_features_and_logits
 from .self_targets import make_self_target
 
 NWSD_SOURCES = ("ema", "past", "sharpen")
@@ -44,7 +44,8 @@ class DistillConfig(FitConfig):
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     temperature: float = 2.0  # measured best on validation (docs/method.md)
-    kd_objective: str = "auto"  # auto | kl (Hinton) | dist (Pearson relations): auto = CLASSIFICATION_KD_OBJECTIVE
+    kd_objective: str = "auto"  # auto | kl (Hinton) | dist (Pearson relations) | zkl: auto = CLASSIFICATION_KD_OBJECTIVE
+    relation_weight: float = 0.0  # classification: the teacher's answer relations asked of the student's embedding
     nwsd_weight: float = 0.0  # off: measured neutral under the honest protocol (docs/method.md); -0.2 turns it on
     nwsd_source: str = "sharpen"
     nwsd_max_kl: float = 0.5
@@ -70,7 +71,7 @@ class DistillConfig(FitConfig):
             raise KdpcError(f"--nwsd-source must be one of {', '.join(NWSD_SOURCES)}, got {self.nwsd_source!r}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise KdpcError(f"--temperature must be a number > 0, got {self.temperature!r}")
-        for name in ("ce_weight", "kd_weight", "nwsd_weight"):
+        for name in ("ce_weight", "kd_weight", "nwsd_weight", "relation_weight"):
             if not math.isfinite(getattr(self, name)):
                 raise KdpcError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)!r}")
         if self.kd_objective not in ("auto", *KD_OBJECTIVES):
@@ -82,7 +83,7 @@ class DistillConfig(FitConfig):
             raise KdpcError("give --records STORE (offline distillation) or --online-teacher CKPT (the baseline)")
 
 
-KD_OBJECTIVES = {"kl": kd_loss, "dist": dist_loss}
+KD_OBJECTIVES = {"kl": kd_loss, "dist": dist_loss, "zkl": standardized_kd_loss}
 CLASSIFICATION_KD_OBJECTIVE = "dist"  # what `auto` means for classification: chosen on validation (docs/method.md)
 
 
@@ -149,6 +150,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if train_set.task != "cls" and cfg.kd_objective != "auto":
             raise KdpcError(f"--kd-objective {cfg.kd_objective} is for classification; parts and scenes match the "
                             "teacher with the SRKD terms (--set srkd.KEY=VALUE)")
+        if train_set.task != "cls" and cfg.relation_weight != 0:
+            raise KdpcError("--relation-weight is for classification; parts and scenes have their own relation terms "
+                            "(--set srkd.KEY=VALUE)")
         if train_set.task == "semseg" and cfg.nwsd_weight != 0:
             raise KdpcError("negative-weight self-distillation is for objects; scene students train with the SRKD "
                             "terms (--set srkd.KEY=VALUE): leave --nwsd-weight at 0")
@@ -189,6 +193,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     kd_objective = KD_OBJECTIVES[CLASSIFICATION_KD_OBJECTIVE if cfg.kd_objective == "auto" else cfg.kd_objective]
     if kd_objective is dist_loss:  # its intra-class term relates the records of the global batch (a no-op gather alone)
         kd_objective = partial(dist_loss, gather=partial(all_gather_cat_with_grad, world=world))
+    relation_objective = partial(answer_relation_loss, gather=partial(all_gather_cat_with_grad, world=world))
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
     if use_nwsd:
@@ -235,6 +240,13 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
             logits, terms, total = srkd(model, points, label, {**on_device, "teacher_logprobs": teacher_logprobs})
             logits = logits.float()
+        elif cfg.relation_weight:
+            features, logits = student_features_and_logits(model, model_inputs(unwrap_model(model), points))
+            terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
+                     "kd": kd_objective(logits, teacher_logprobs, cfg.temperature),
+                     "relation": relation_objective(features, teacher_logprobs)}
+            total = (cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
+                     + cfg.relation_weight * terms["relation"])
         else:
             logits = model_forward(model, points, label).float()
             terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
