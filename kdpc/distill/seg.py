@@ -150,9 +150,9 @@ def seg_item_fields(batch: Mapping[str, np.ndarray], k: int, point_index: np.nda
 
 # -------------------------------------------------------------------------------------------------- loss
 def student_features_and_logits(student: nn.Module, *inputs: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``(features [..., Ds], logits [..., P] float32)`` from ONE forward of a segmentation student: part models take
-    ``(points [B, N, C], category)`` (the category only if built with ``num_categories``), scene models
-    ``(coord, feat, offset)`` and give ``[N, Ds]`` / ``[N, P]``.
+    """``(features [..., Ds], logits [..., P] float32)`` from ONE forward of a student: classifiers take ``(points,)``
+    and give ``[B, Ds]`` / ``[B, C]``, part models ``(points [B, N, C], category)`` (the category only if built with
+    ``num_categories``), scene models ``(coord, feat, offset)`` and give ``[N, Ds]`` / ``[N, P]``.
 
     A plain model: ``forward_features`` then ``forward_head``. A DDP/DataParallel wrapper: the call goes through the
     wrapper (so gradients are synchronised) and the features are caught on their way into ``model.head``.
