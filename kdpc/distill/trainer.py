@@ -44,7 +44,8 @@ class DistillConfig(FitConfig):
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     temperature: float = 2.0  # measured best on validation (docs/method.md)
-    kd_objective: str = "auto"  # auto | kl (Hinton) | dist (Pearson relations) | zkl: auto = CLASSIFICATION_KD_OBJECTIVE
+    # auto | kl (Hinton) | dist (Pearson relations) | zkl (z-scored KL): auto = CLASSIFICATION_KD_OBJECTIVE
+    kd_objective: str = "auto"
     relation_weight: float = 0.0  # classification: the teacher's answer relations asked of the student's embedding
     nwsd_weight: float = 0.0  # off: measured neutral under the honest protocol (docs/method.md); -0.2 turns it on
     nwsd_source: str = "sharpen"
@@ -240,18 +241,17 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
             logits, terms, total = srkd(model, points, label, {**on_device, "teacher_logprobs": teacher_logprobs})
             logits = logits.float()
-        elif cfg.relation_weight:
-            features, logits = student_features_and_logits(model, model_inputs(unwrap_model(model), points))
-            terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
-                     "kd": kd_objective(logits, teacher_logprobs, cfg.temperature),
-                     "relation": relation_objective(features, teacher_logprobs)}
-            total = (cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
-                     + cfg.relation_weight * terms["relation"])
         else:
-            logits = model_forward(model, points, label).float()
+            if cfg.relation_weight:  # the relation term needs the student's embedding from the same forward
+                features, logits = student_features_and_logits(model, model_inputs(unwrap_model(model), points))
+            else:
+                features, logits = None, model_forward(model, points, label).float()
             terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
                      "kd": kd_objective(logits, teacher_logprobs, cfg.temperature)}
             total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
+            if features is not None:
+                terms["relation"] = relation_objective(features, teacher_logprobs)
+                total = total + cfg.relation_weight * terms["relation"]
         target = batch["parts"].to(device) if task == "partseg" else label
         prediction = logits.detach().argmax(-1)
         terms["train/acc"] = (prediction == target).float().mean()
