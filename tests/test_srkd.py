@@ -18,10 +18,9 @@ from kdpc.distill.seg import (
     SrkdLoss,
     anchor_positions,
     seg_item_fields,
-    student_features_and_logits,
 )
 from kdpc.errors import KdpcError
-from kdpc.models import create_model
+from kdpc.models import create_model, model_features_and_logits
 
 B, N, P, M, D, CATS = 3, 40, 7, 6, 5, 2
 
@@ -147,7 +146,7 @@ def test_category_kl_compares_the_category_parts_only():
 def test_data_parallel_wrapper_goes_through_the_wrapper():
     student = tiny_student()
     x, cat = points()
-    feats, logits = student_features_and_logits(torch.nn.DataParallel(student), x, cat)
+    feats, logits = model_features_and_logits(torch.nn.DataParallel(student), x, cat)
     torch.testing.assert_close(feats, student.forward_features(x, cat))
     torch.testing.assert_close(logits, student(x, cat))
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import KdpcError
+from ..models import model_features_and_logits
 from .losses import (
     AFFINITY_MODES,
     FeatureProjector,
@@ -39,7 +40,7 @@ from .losses import (
     pointwise_kd_loss,
 )
 
-__all__ = ["SrkdConfig", "SrkdLoss", "anchor_positions", "seg_item_fields", "student_features_and_logits"]
+__all__ = ["SrkdConfig", "SrkdLoss", "anchor_positions", "seg_item_fields"]
 
 
 OUTSIDE_CATEGORY = -1e4  # logit of a part outside the object's category: exp() is 0, the KL term stays finite
@@ -149,36 +150,6 @@ def seg_item_fields(batch: Mapping[str, np.ndarray], k: int, point_index: np.nda
 
 
 # -------------------------------------------------------------------------------------------------- loss
-def student_features_and_logits(student: nn.Module, *inputs: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``(features [..., Ds], logits [..., P] float32)`` from ONE forward of a student: classifiers take ``(points,)``
-    and give ``[B, Ds]`` / ``[B, C]``, part models ``(points [B, N, C], category)`` (the category only if built with
-    ``num_categories``), scene models ``(coord, feat, offset)`` and give ``[N, Ds]`` / ``[N, P]``.
-
-    A plain model: ``forward_features`` then ``forward_head``. A DDP/DataParallel wrapper: the call goes through the
-    wrapper (so gradients are synchronised) and the features are caught on their way into ``model.head``.
-    """
-    wrapped = isinstance(student, (nn.parallel.DistributedDataParallel, nn.DataParallel))
-    inner = student.module if wrapped else student
-    if len(inputs) == 2:  # part segmentation: (points, category)
-        points, category = inputs
-        inputs = (points, category if getattr(inner, "num_categories", 0) else None)
-    if not wrapped:
-        feats = inner.forward_features(*inputs)
-        return feats, inner.forward_head(feats).float()
-    head = getattr(inner, "head", None)
-    if not isinstance(head, nn.Module):
-        raise KdpcError("SRKD with a wrapped (DDP) student needs the model's classifier head at `model.head`")
-    caught: list[Tensor] = []
-    handle = head.register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
-    try:
-        logits = student(*inputs)
-    finally:
-        handle.remove()
-    if len(caught) != 1:
-        raise KdpcError(f"expected one call of the student's head per forward, saw {len(caught)}")
-    return caught[0], logits.float()
-
-
 class SrkdLoss(nn.Module):
     """The offline SRKD objective; owns the student-side ``FeatureProjector`` (``student_dim -> teacher_dim``).
 
@@ -219,7 +190,7 @@ class SrkdLoss(nn.Module):
 
         Args:
             student: a part-segmentation model (``forward_features(points, category) -> [B, N, Ds]`` and
-                ``forward_head``), or a DDP wrapper of one (see ``student_features_and_logits``).
+                ``forward_head``), or a DDP wrapper of one (see ``kdpc.models.model_features_and_logits``).
             points: ``[B, N, 3]`` the student's input (point-level augmented).
             category: ``[B]`` object categories (ignored by students built without ``num_categories``).
             batch: ``parts`` ``[B, N]`` targets; ``teacher_logprobs`` ``[B, N, P]``; with feature terms
@@ -232,7 +203,7 @@ class SrkdLoss(nn.Module):
             ``anchors_valid`` to the detached fraction of anchors present in the input; ``total`` is the weighted
             sum. Terms with weight 0 are not computed (the cross-sample term costs O(B^2 M^2)).
         """
-        feats, logits = student_features_and_logits(student, points, category)
+        feats, logits = model_features_and_logits(student, points, category)
         teacher = batch["teacher_logprobs"]
         if self.part_mask is not None and self.config.category_kl and category is not None:
             allowed = self.part_mask[category.to(self.part_mask.device).long()][:, None, :]  # [B, 1, P]
@@ -259,7 +230,7 @@ class SrkdLoss(nn.Module):
         feature terms ``teacher_features`` ``[B, M, D]`` and ``anchor_rows`` ``[B, M]`` (rows of the concatenated
         points, -1 where a view has fewer than M points). The cross-sample term relates the anchors of all scenes
         of the batch. Returns ``(logits [N, P], terms, total)``."""
-        feats, logits = student_features_and_logits(student, coord, feat, offset)
+        feats, logits = model_features_and_logits(student, coord, feat, offset)
         picked = valid = None
         if self.projector is not None:
             rows = batch["anchor_rows"].to(feats.device).long()

@@ -22,14 +22,15 @@ from ..distributed import all_gather_cat_with_grad, rank_device, wrap_ddp
 from ..errors import KdpcError
 from ..secrets import redact_text, shareable
 from ..teachers import Teacher, load_teacher
-from ..models import count_parameters, model_forward, model_inputs, model_task, unwrap_model
+from ..models import count_parameters, model_features_and_logits, model_forward, model_inputs, model_task
+from ..models import unwrap_model
 from ..training.evaluate import primary_metric
 from ..training.loop import LoopHooks, LoopState, fit, resolve_select
 from ..training.runtime import resolve_device, seed_everything
 from ..training.setup import FitConfig, build_model, build_optimisation, epoch_loader, load_splits, scorers
 from .dataset import RecordedViews, check_provenance
 from .losses import answer_relation_loss, dist_loss, kd_loss, label_smoothing_ce, nwsd_loss, standardized_kd_loss
-from .seg import SrkdLoss, srkd_options, student_features_and_logits
+from .seg import SrkdLoss, srkd_options
 from .self_targets import make_self_target
 
 NWSD_SOURCES = ("ema", "past", "sharpen")
@@ -243,7 +244,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             logits = logits.float()
         else:
             if cfg.relation_weight:  # the relation term needs the student's embedding from the same forward
-                features, logits = student_features_and_logits(model, model_inputs(unwrap_model(model), points))
+                features, logits = model_features_and_logits(model, model_inputs(unwrap_model(model), points))
             else:
                 features, logits = None, model_forward(model, points, label).float()
             terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),

@@ -15,7 +15,7 @@ all of that family's models and registers its presets; ``base`` and ``ops`` hold
 
 from . import dgcnn, pointmlp, pointnet, pointnet2  # noqa: F401  (registers the presets)
 from . import ptv3, scene_unet  # noqa: F401  (scene segmentation presets)
-from .base import PointClsModel, PointSegModel, model_forward, model_inputs, unwrap_model
+from .base import PointClsModel, PointSegModel, model_features_and_logits, model_forward, model_inputs, unwrap_model
 from .scene_base import SceneSegModel
 from .registry import (
     count_parameters,
@@ -34,6 +34,7 @@ __all__ = [
     "count_parameters",
     "create_model",
     "list_models",
+    "model_features_and_logits",
     "model_info",
     "model_table",
     "model_task",

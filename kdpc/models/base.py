@@ -240,3 +240,33 @@ def model_forward(model: torch.nn.Module, points: torch.Tensor, label: torch.Ten
     if getattr(inner, "task", "cls") == "partseg":
         return model(points, label if getattr(inner, "num_categories", 0) else None)
     return model(points)
+
+
+def model_features_and_logits(model: nn.Module, *inputs: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(features [..., Ds], logits [..., P] float32)`` from ONE forward of a model: classifiers take ``(points,)``
+    and give ``[B, Ds]`` / ``[B, C]``, part models ``(points [B, N, C], category)`` (the category only if built with
+    ``num_categories``), scene models ``(coord, feat, offset)`` and give ``[N, Ds]`` / ``[N, P]``.
+
+    A plain model: ``forward_features`` then ``forward_head``. A DDP/DataParallel wrapper: the call goes through the
+    wrapper (so gradients are synchronised) and the features are caught on their way into ``model.head``.
+    """
+    wrapped = isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
+    inner = model.module if wrapped else model
+    if len(inputs) == 2:  # part segmentation: (points, category)
+        points, category = inputs
+        inputs = (points, category if getattr(inner, "num_categories", 0) else None)
+    if not wrapped:
+        feats = inner.forward_features(*inputs)
+        return feats, inner.forward_head(feats).float()
+    head = getattr(inner, "head", None)
+    if not isinstance(head, nn.Module):
+        raise KdpcError("features of a wrapped (DDP) model need its classifier head at `model.head`")
+    caught: list[Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
+    try:
+        logits = model(*inputs)
+    finally:
+        handle.remove()
+    if len(caught) != 1:
+        raise KdpcError(f"expected one call of the model's head per forward, saw {len(caught)}")
+    return caught[0], logits.float()
