@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..errors import KdpcError
+from ..models import unwrap_model
 from .losses import check_temperature
 
 __all__ = [
@@ -45,17 +46,6 @@ __all__ = [
 ]
 
 SELF_TARGET_SOURCES = ("ema", "past", "sharpen")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel/DataParallel (``.module``) or torch.compile (``._orig_mod``)."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def _logits_of(output: Any) -> Tensor:
@@ -90,7 +80,8 @@ class EmaModel:
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         self.decay = _check_decay(decay)
-        self.averaged = AveragedModel(_unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=False)
+        self.averaged = AveragedModel(unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(self.decay),
+                                      use_buffers=False)
         # AveragedModel's first update copies the model; the deep copy already is that first average.
         self.averaged.n_averaged.fill_(1)
         self.module.eval()
@@ -108,7 +99,7 @@ class EmaModel:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the EMA one step toward ``model`` (call after each optimizer step)."""
-        src = _unwrap(model)
+        src = unwrap_model(model)
         # AveragedModel pairs parameters by position: check that they are the same ones.
         if [n for n, _ in self.module.named_parameters()] != [n for n, _ in src.named_parameters()]:
             raise ValueError("EmaModel.update: the model's parameters do not match the EMA copy's")

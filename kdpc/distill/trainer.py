@@ -23,7 +23,6 @@ from ..errors import KdpcError
 from ..secrets import redact_text, shareable
 from ..teachers import Teacher, load_teacher
 from ..models import count_parameters, model_features_and_logits, model_forward, model_inputs, model_task
-from ..models import unwrap_model
 from ..training.evaluate import primary_metric
 from ..training.loop import LoopHooks, LoopState, fit, resolve_select
 from ..training.runtime import resolve_device, seed_everything
@@ -244,7 +243,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             logits = logits.float()
         else:
             if cfg.relation_weight:  # the relation term needs the student's embedding from the same forward
-                features, logits = model_features_and_logits(model, model_inputs(unwrap_model(model), points))
+                features, logits = model_features_and_logits(model, model_inputs(model, points))
             else:
                 features, logits = None, model_forward(model, points, label).float()
             terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
