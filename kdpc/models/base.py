@@ -230,6 +230,12 @@ def model_inputs(model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
     return points
 
 
+def category_input(model: torch.nn.Module, category: torch.Tensor | None) -> torch.Tensor | None:
+    """What a part model takes as its object category: ``category`` if it was built with ``num_categories``, else
+    ``None`` (a part model without a category token ignores it)."""
+    return category if getattr(unwrap_model(model), "num_categories", 0) else None
+
+
 def model_forward(model: torch.nn.Module, points: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
     """Classification models take points; part-segmentation models also take the object category.
 
@@ -238,7 +244,7 @@ def model_forward(model: torch.nn.Module, points: torch.Tensor, label: torch.Ten
     inner = unwrap_model(model)
     points = model_inputs(inner, points)
     if getattr(inner, "task", "cls") == "partseg":
-        return model(points, label if getattr(inner, "num_categories", 0) else None)
+        return model(points, category_input(inner, label))
     return model(points)
 
 
@@ -254,7 +260,7 @@ def model_features_and_logits(model: nn.Module, *inputs: Tensor | None) -> tuple
     inner = model.module if wrapped else model
     if len(inputs) == 2:  # part segmentation: (points, category)
         points, category = inputs
-        inputs = (points, category if getattr(inner, "num_categories", 0) else None)
+        inputs = (points, category_input(inner, category))
     if not wrapped:
         feats = inner.forward_features(*inputs)
         return feats, inner.forward_head(feats).float()

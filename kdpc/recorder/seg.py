@@ -23,7 +23,7 @@ from ..errors import KdpcError
 from ..hashing import splitmix64, unit_interval
 from ..store.codecs import DEFAULT_SEG_CODEC
 from ..store.schema import DEFAULT_SEG_CHUNK_RECORDS, StoreHeader, sample_view
-from ..models.base import model_inputs, unwrap_model
+from ..models.base import category_input, model_inputs, unwrap_model
 
 DEFAULT_ANCHORS = 128  # M: points per view whose teacher features are kept (at most a quarter of the points)
 DEFAULT_FEATURE_DIM = 32  # D: stored feature width; wider teachers are randomly projected down to it
@@ -160,7 +160,7 @@ def teacher_seg_outputs(model: torch.nn.Module, points: torch.Tensor, category: 
     seeds = np.asarray(seeds).reshape(-1)
     if seeds.shape[0] != points.shape[0]:
         raise KdpcError(f"{seeds.shape[0]} seeds for a batch of {points.shape[0]} views")
-    cat = category if getattr(inner, "num_categories", 0) else None
+    cat = category_input(inner, category)
     feats = inner.forward_features(points, cat)  # [B, N, Dt]
     logits = inner.forward_head(feats)
     out = {"logprobs": F.log_softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float32)}
