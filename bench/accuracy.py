@@ -7,6 +7,7 @@ validation split; the test split is scored once at the end and never chooses any
 
   ce       the student trained alone (kdpc train)
   kd       offline KD from the records with kdpc distill's defaults (DIST relations at T 2)
+  kdlin    kd with the KD weight falling linearly from 1 to 0 over the run (--kd-schedule linear)
   kl       offline KD with Hinton's KL at T 2 instead (the default before DIST)
   nwsd     kd + negative-weight self-distillation (sharpen, -0.2)
   online   the classic online KD baseline: the teacher runs every step on the trainer's views
@@ -42,7 +43,7 @@ from common import machine_line, markdown_table  # noqa: E402
 ARMS = {"ce": "CE only", "kd": "offline KD", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
         "online": "online KD", "nokd": "recorded views, no KD",
         "zkl": "offline KD, z-scored KL", "zkl9": "offline KD, z-scored KL (KD 9, CE 0.1)",
-        "rel": "offline KD + answer relations"}
+        "rel": "offline KD + answer relations", "kdlin": "offline KD, KD weight 1 -> 0"}
 
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def main() -> None:
     arm_cfg = {"kd": {}, "kl": {"kd_objective": "kl", "temperature": 2.0},
                "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0},
                "zkl": {"kd_objective": "zkl"}, "zkl9": {"kd_objective": "zkl", "kd_weight": 9.0, "ce_weight": 0.1},
-               "rel": {"relation_weight": 10.0},
+               "rel": {"relation_weight": 10.0}, "kdlin": {"kd_schedule": "linear"},
                "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views}}
     specs = []
     for student in students:
@@ -206,7 +207,7 @@ def main() -> None:
     checks = []
     for student in students:
         for arm, base, goal in (("kd", "ce", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("kd", "nokd", 0.0),
-                                ("nwsd", "kd", 0.0)):
+                                ("nwsd", "kd", 0.0), ("kdlin", "kd", 0.0)):
             diff = paired(results, student, arm, base)
             if diff:
                 checks.append([student, f"{ARMS[arm]} − {ARMS[base]}", mean_se(diff), f">= {goal:+.1f}",

@@ -141,18 +141,19 @@ main(sys.argv[1:])
 """
 
 
-@pytest.mark.parametrize("source", ["ema", "past"])
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_store, tmp_path, source):
+# the "past" run also decays its KD weight: the resumed epoch must pick the schedule up where it stopped
+@pytest.mark.parametrize("source, extra", [("ema", ()), ("past", ("--kd-schedule", "linear"))])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_store, tmp_path, source, extra):
     straight = tmp_path / "straight"
-    run_kdpc(*distill_args(tiny_store, straight, "--nwsd-source", source))
+    run_kdpc(*distill_args(tiny_store, straight, "--nwsd-source", source, *extra))
     resumed = tmp_path / "resumed"
     env = {**os.environ, "KDPC_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_EPOCH,
-                           *distill_args(tiny_store, resumed, "--nwsd-source", source)],
+                           *distill_args(tiny_store, resumed, "--nwsd-source", source, *extra)],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     assert len((resumed / "metrics.jsonl").read_text().splitlines()) == 1
-    run_kdpc(*distill_args(tiny_store, resumed, "--nwsd-source", source, "--resume"))
+    run_kdpc(*distill_args(tiny_store, resumed, "--nwsd-source", source, "--resume", *extra))
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
     for key in a.state_dict:
         torch.testing.assert_close(a.state_dict[key], b.state_dict[key], rtol=0, atol=0, msg=key)
@@ -237,6 +238,30 @@ def test_classifiers_distil_with_dist_by_default_and_kl_or_zkl_on_request(tiny_s
         from kdpc.distill.trainer import DistillConfig
 
         DistillConfig(records="x.zarr", kd_objective="cosine")
+
+
+def test_the_kd_weight_is_constant_by_default_and_falls_linearly_to_zero_on_request(tiny_store, tmp_path):
+    from kdpc.distill.trainer import DistillConfig, kd_weight_at
+
+    assert kd_weight_at("linear", 2.0, 0.0, 40) == 2.0 and kd_weight_at("linear", 2.0, 10.0, 40) == 1.5
+    assert kd_weight_at("linear", 1.0, 40.0, 40) == 0.0 and kd_weight_at("constant", 0.7, 39.5, 40) == 0.7
+    samples = RecordReader(tiny_store).num_samples  # an epoch is one view of every sample, batches of 16
+    steps = samples // 16 if samples > 16 else 1  # the loader drops a last short batch
+    rows = {}
+    for name, flags in (("default", ()), ("linear", ("--kd-schedule", "linear")),
+                        ("halved", ("--kd-schedule", "linear", "--kd-weight", "0.5"))):
+        run_kdpc(*distill_args(tiny_store, tmp_path / name, *flags))
+        rows[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    for epoch, row in enumerate(rows["linear"]):  # the epoch's mean of 1 - (steps done / steps per epoch) / 2 epochs
+        expected = np.mean([1.0 - (epoch * steps + s) / steps / 2 for s in range(steps)])
+        assert row["train/kd_weight"] == pytest.approx(expected, abs=1e-6)
+        assert rows["halved"][epoch]["train/kd_weight"] == pytest.approx(expected / 2, abs=1e-6)
+    assert [row["train/kd_weight"] for row in rows["default"]] == [1.0, 1.0]
+    # the same first step, then a smaller pull towards the teacher: the runs part
+    assert rows["linear"][0]["loss/total"] != pytest.approx(rows["default"][0]["loss/total"], rel=1e-4)
+    assert yaml.safe_load((tmp_path / "linear" / "config.yaml").read_text())["kd_schedule"] == "linear"
+    with pytest.raises(KdpcError, match="--kd-schedule"):
+        DistillConfig(records="x.zarr", kd_schedule="cosine")
 
 
 def test_missing_records_argument_is_one_line(tmp_path):

@@ -58,3 +58,6 @@ def test_seg_distill_refuses_a_classification_kd_objective(seg_store, tmp_path):
     proc = run_kdpc("distill", "--records", str(seg_store / "parts.zarr"), "--student", "dgcnn-seg-tiny", "--epochs",
                     "1", "--relation-weight", "1", "--device", "cpu", "--out", str(tmp_path / "run"), check=False)
     assert_one_line_error(proc, "--relation-weight is for classification")
+    proc = run_kdpc("distill", "--records", str(seg_store / "parts.zarr"), "--student", "dgcnn-seg-tiny", "--epochs",
+                    "1", "--kd-schedule", "linear", "--device", "cpu", "--out", str(tmp_path / "run"), check=False)
+    assert_one_line_error(proc, "--kd-schedule linear is for classification")

@@ -109,6 +109,9 @@ def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, devi
 @click.option("--kd-objective", type=click.Choice(["auto", "kl", "dist", "zkl"]), default=None,
               help="How a classifier matches the teacher: kl (Hinton's KL), dist (Pearson relations, DIST) or zkl "
                    "(KL of z-scored logits); auto: the measured default (docs/method.md).")
+@click.option("--kd-schedule", type=click.Choice(["auto", "constant", "linear"]), default=None,
+              help="Classification: the KD weight over the run, constant or falling linearly to 0 at the last "
+                   "epoch; auto: the measured default (constant, docs/method.md).")
 @click.option("--relation-weight", type=float, default=None,
               help="Classification: weight of the teacher's answer relations across the batch, asked of the "
                    "student's embedding (0: off).")
@@ -136,7 +139,7 @@ def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, devi
 @click.option("--workers", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 def distill_cmd(records, student, student_old, student_opt, data_root, epochs, batch_size, lr, ce_weight, kd_weight,
-                temperature, kd_objective, relation_weight, label_smoothing, select, nwsd_weight, nwsd_source, views,
+                temperature, kd_objective, kd_schedule, relation_weight, label_smoothing, select, nwsd_weight, nwsd_source, views,
                 online_teacher, online_teacher_weights, online_adapter, online_dataset, set_pairs, out, resume, config,
                 device, workers, seed) -> None:
     """Train a student from a record store alone: CE + KD to the recorded teacher (+ NWSD with --nwsd-weight);
@@ -147,7 +150,7 @@ def distill_cmd(records, student, student_old, student_opt, data_root, epochs, b
     student = _one_of(student, student_old, "--model")
     flags = overrides(records=records, student=student, data_root=data_root, epochs=epochs, batch_size=batch_size,
                        lr=lr, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature,
-                       kd_objective=kd_objective, relation_weight=relation_weight, label_smoothing=label_smoothing,
+                       kd_objective=kd_objective, kd_schedule=kd_schedule, relation_weight=relation_weight, label_smoothing=label_smoothing,
                        select=select, nwsd_weight=nwsd_weight, nwsd_source=nwsd_source, views=views,
                        online_teacher=online_teacher, online_teacher_weights=online_teacher_weights, out=out, resume=resume,
                        device=device, workers=workers, seed=seed)

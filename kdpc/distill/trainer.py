@@ -46,6 +46,9 @@ class DistillConfig(FitConfig):
     temperature: float = 2.0  # measured best on validation (docs/method.md)
     # auto | kl (Hinton) | dist (Pearson relations) | zkl (z-scored KL): auto = CLASSIFICATION_KD_OBJECTIVE
     kd_objective: str = "auto"
+    # auto | constant | linear (the KD weight falls from kd_weight to 0 over the run, classification only):
+    # auto = constant, which validation preferred (docs/method.md)
+    kd_schedule: str = "auto"
     relation_weight: float = 0.0  # classification: the teacher's answer relations asked of the student's embedding
     nwsd_weight: float = 0.0  # off: measured neutral under the honest protocol (docs/method.md); -0.2 turns it on
     nwsd_source: str = "sharpen"
@@ -78,6 +81,9 @@ class DistillConfig(FitConfig):
         if self.kd_objective not in ("auto", *KD_OBJECTIVES):
             raise KdpcError(f"--kd-objective must be auto or one of {', '.join(KD_OBJECTIVES)}, "
                             f"got {self.kd_objective!r}")
+        if self.kd_schedule not in ("auto", *KD_SCHEDULES):
+            raise KdpcError(f"--kd-schedule must be auto or one of {', '.join(KD_SCHEDULES)}, "
+                            f"got {self.kd_schedule!r}")
         if self.views is not None and self.views < 1:
             raise KdpcError(f"--views must be >= 1 (or left out: all recorded views), got {self.views}")
         if self.records is None and self.online_teacher is None:
@@ -86,6 +92,18 @@ class DistillConfig(FitConfig):
 
 KD_OBJECTIVES = {"kl": kd_loss, "dist": dist_loss, "zkl": standardized_kd_loss}
 CLASSIFICATION_KD_OBJECTIVE = "dist"  # what `auto` means for classification: chosen on validation (docs/method.md)
+KD_SCHEDULES = ("constant", "linear")
+CLASSIFICATION_KD_SCHEDULE = "constant"  # what `auto` means for classification, likewise
+
+
+def kd_weight_at(schedule: str, weight: float, epochs_done: float, epochs: int) -> float:
+    """The KD term's weight once ``epochs_done`` (fractional) of ``epochs`` are done: ``constant`` keeps ``weight``;
+    ``linear`` falls from ``weight`` to 0 at the end of the run, so the student follows the teacher while it learns
+    fastest and settles on the labels as the learning rate anneals (after Cho & Hariharan, ICCV 2019: teacher
+    guidance that stops early can help a small student)."""
+    if schedule == "constant":
+        return weight
+    return weight * max(0.0, 1.0 - epochs_done / epochs)
 
 
 def mixed_ce(logits: torch.Tensor, batch: dict[str, Any], label: torch.Tensor, smoothing: float,
@@ -151,6 +169,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if train_set.task != "cls" and cfg.kd_objective != "auto":
             raise KdpcError(f"--kd-objective {cfg.kd_objective} is for classification; parts and scenes match the "
                             "teacher with the SRKD terms (--set srkd.KEY=VALUE)")
+        if train_set.task != "cls" and cfg.kd_schedule not in ("auto", "constant"):
+            raise KdpcError(f"--kd-schedule {cfg.kd_schedule} is for classification; parts and scenes keep their "
+                            "KD weights constant")
         if train_set.task != "cls" and cfg.relation_weight != 0:
             raise KdpcError("--relation-weight is for classification; parts and scenes have their own relation terms "
                             "(--set srkd.KEY=VALUE)")
@@ -194,6 +215,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     kd_objective = KD_OBJECTIVES[CLASSIFICATION_KD_OBJECTIVE if cfg.kd_objective == "auto" else cfg.kd_objective]
     if kd_objective is dist_loss:  # its intra-class term relates the records of the global batch (a no-op gather alone)
         kd_objective = partial(dist_loss, gather=partial(all_gather_cat_with_grad, world=world))
+    kd_schedule = CLASSIFICATION_KD_SCHEDULE if cfg.kd_schedule == "auto" else cfg.kd_schedule
+    steps_per_epoch = max(1, len(loader))
+    progress = {"epoch": 0, "step": 0}  # where the run is: the KD weight's schedule follows it, resumes included
     relation_objective = partial(answer_relation_loss, gather=partial(all_gather_cat_with_grad, world=world))
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
@@ -248,7 +272,10 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                 features, logits = None, model_forward(model, points, label).float()
             terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
                      "kd": kd_objective(logits, teacher_logprobs, cfg.temperature)}
-            total = cfg.ce_weight * terms["ce"] + cfg.kd_weight * terms["kd"]
+            epochs_done = (progress["epoch"] * steps_per_epoch + progress["step"]) / steps_per_epoch
+            kd_weight = kd_weight_at(kd_schedule, cfg.kd_weight, epochs_done, cfg.epochs)
+            total = cfg.ce_weight * terms["ce"] + kd_weight * terms["kd"]
+            terms["train/kd_weight"] = torch.tensor(kd_weight)
             if features is not None:
                 terms["relation"] = relation_objective(features, teacher_logprobs)
                 total = total + cfg.relation_weight * terms["relation"]
@@ -266,6 +293,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             total = total + cfg.nwsd_weight * nwsd
             last.update(logits=logits.detach(), record_ids=record_ids)
         terms["total"] = total.detach()
+        progress["step"] += 1
         return total, {k: v.item() for k, v in terms.items()}
 
     def after_step() -> None:
@@ -302,8 +330,14 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             srkd.load_state_dict(state["srkd"])
 
     validate, test = scorers(student, splits, device, cfg.batch_size)
+    loader_of_epoch = epoch_loader(views, loader)
+
+    def loader_for_epoch(epoch: int):
+        progress.update(epoch=epoch, step=0)
+        return loader_of_epoch(epoch)
+
     hooks = LoopHooks(
-        loader_for_epoch=epoch_loader(views, loader), step=step, after_step=after_step, validate=validate, test=test,
+        loader_for_epoch=loader_for_epoch, step=step, after_step=after_step, validate=validate, test=test,
         save_checkpoint=save,
         extra_state=extra_state, load_extra_state=load_extra_state,
     )
