@@ -217,7 +217,6 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         kd_objective = partial(dist_loss, gather=partial(all_gather_cat_with_grad, world=world))
     kd_schedule = CLASSIFICATION_KD_SCHEDULE if cfg.kd_schedule == "auto" else cfg.kd_schedule
     steps_per_epoch = max(1, len(loader))
-    progress = {"epoch": 0, "step": 0}  # where the run is: the KD weight's schedule follows it, resumes included
     relation_objective = partial(answer_relation_loss, gather=partial(all_gather_cat_with_grad, world=world))
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
@@ -272,8 +271,8 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                 features, logits = None, model_forward(model, points, label).float()
             terms = {"ce": mixed_ce(logits, batch, label, cfg.label_smoothing, device),
                      "kd": kd_objective(logits, teacher_logprobs, cfg.temperature)}
-            epochs_done = (progress["epoch"] * steps_per_epoch + progress["step"]) / steps_per_epoch
-            kd_weight = kd_weight_at(kd_schedule, cfg.kd_weight, epochs_done, cfg.epochs)
+            # the per-step LR scheduler counts the steps taken (restored on resume): the KD weight follows it
+            kd_weight = kd_weight_at(kd_schedule, cfg.kd_weight, scheduler.last_epoch / steps_per_epoch, cfg.epochs)
             total = cfg.ce_weight * terms["ce"] + kd_weight * terms["kd"]
             terms["train/kd_weight"] = torch.tensor(kd_weight)
             if features is not None:
@@ -293,7 +292,6 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             total = total + cfg.nwsd_weight * nwsd
             last.update(logits=logits.detach(), record_ids=record_ids)
         terms["total"] = total.detach()
-        progress["step"] += 1
         return total, {k: v.item() for k, v in terms.items()}
 
     def after_step() -> None:
@@ -330,14 +328,8 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             srkd.load_state_dict(state["srkd"])
 
     validate, test = scorers(student, splits, device, cfg.batch_size)
-    loader_of_epoch = epoch_loader(views, loader)
-
-    def loader_for_epoch(epoch: int):
-        progress.update(epoch=epoch, step=0)
-        return loader_of_epoch(epoch)
-
     hooks = LoopHooks(
-        loader_for_epoch=loader_for_epoch, step=step, after_step=after_step, validate=validate, test=test,
+        loader_for_epoch=epoch_loader(views, loader), step=step, after_step=after_step, validate=validate, test=test,
         save_checkpoint=save,
         extra_state=extra_state, load_extra_state=load_extra_state,
     )
