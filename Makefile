@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kdpc-installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test bench install clean
+.PHONY: demo demo-classification test bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/kdpc demo --out $(DEMO_OUT)
 
+demo-classification: $(STAMP)
+	$(BIN)/kdpc demo --task classification --out $(DEMO_OUT)-classification
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -32,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_OUT)-classification build *.egg-info

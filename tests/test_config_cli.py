@@ -86,5 +86,6 @@ def test_consistent_names_with_the_old_ones_still_working(checkpoint, tmp_path):
     # distill's student architecture: --model (the old --student still works, as the existing tests use it)
     assert_one_line_error(kdpc("distill", "--records", "s.zarr", "--model", "dgcnn-tiny", "--student", "pointnet-tiny",
                                "--out", tmp_path / "x"), "give --model once")
-    demo = ok("demo", "--help").stdout
-    assert "--teacher-model" in demo and "[default: pointmlp-tiny]" in demo and "--teacher " not in demo
+    demo = " ".join(ok("demo", "--help").stdout.split())
+    assert "--teacher-model" in demo and "--teacher " not in demo
+    assert "--task [partseg|classification]" in demo and "[default: partseg]" in demo

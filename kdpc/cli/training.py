@@ -169,24 +169,25 @@ def distill_cmd(records, student, student_old, student_opt, data_root, epochs, b
         click.echo(f"{chosen(state.best_metrics)} -> {run_dir}/student.pt")
 
 
-@click.command("demo", cls=ConfigCommand, config_class="kdpc.demo:DemoConfig",
-               defaults={"epochs": "kdpc.demo:DemoConfig.teacher_epochs"})
+@click.command("demo", cls=ConfigCommand, config_class="kdpc.demo:DemoConfig")
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--teacher-model", "teacher", default=None, help="Teacher architecture.")
+@click.option("--task", type=click.Choice(["partseg", "classification"]), default=None,
+              help="partseg: SRKD on synthetic-parts; classification: KD on synthetic.")
+@click.option("--teacher-model", "teacher", default=None, help="Teacher architecture (default: the task's).")
 @click.option("--teacher", "teacher_old", default=None, hidden=True, help="Old name of --teacher-model.")
-@click.option("--student-model", "student", default=None, help="Student architecture.")
+@click.option("--student-model", "student", default=None, help="Student architecture (default: the task's).")
 @click.option("--student", "student_old", default=None, hidden=True, help="Old name of --student-model.")
-@click.option("--epochs", type=int, default=None, help="Epochs for teacher and students.")
-@click.option("--views", type=int, default=None)
+@click.option("--epochs", type=int, default=None, help="Epochs for teacher and students (default: the task's).")
+@click.option("--views", type=int, default=None, help="Recorded views per sample (default: the student's epochs).")
 @click.option("--device", default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-def demo_cmd(out, teacher, teacher_old, student, student_old, epochs, views, device, seed, set_pairs) -> None:
-    """Train a teacher on the embedded dataset, record it, distill a student and compare with CE-only."""
+def demo_cmd(out, task, teacher, teacher_old, student, student_old, epochs, views, device, seed, set_pairs) -> None:
+    """Train a teacher on an embedded dataset, record it, distill a student and compare with CE-only."""
     from ..config import build_config
     from ..demo import DemoConfig, run_demo
 
-    flags = overrides(teacher=_one_of(teacher, teacher_old, "--teacher-model"),
+    flags = overrides(task=task, teacher=_one_of(teacher, teacher_old, "--teacher-model"),
                       student=_one_of(student, student_old, "--student-model"), teacher_epochs=epochs,
                       student_epochs=epochs, views=views, device=device, seed=seed)
     run_demo(out, build_config(DemoConfig, set_layer(set_pairs), flags), log=click.echo)
