@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .checkpoint import load_checkpoint
-from .distill.trainer import DistillConfig, distill
 from .config import deep_merge
+from .distill.trainer import DistillConfig, distill
 from .errors import KdpcError
 from .recorder import RecordConfig, record
 from .training.evaluate import evaluate_checkpoint
@@ -187,7 +187,8 @@ def _mark_finished(checkpoint: Path, config: TrainConfig | DistillConfig) -> Non
 
 
 def _settings(config: TrainConfig | DistillConfig) -> Any:
-    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k != "resume"}))
+    """What a finished run was made with (its paths left out: a moved demo folder is still the same run)."""
+    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in ("resume", "out", "records")}))
 
 
 def _students(cfg: DemoConfig, out: Path, store: Path) -> list[tuple[str, str, Any, Path]]:
@@ -259,7 +260,7 @@ def _student_job(tag: str, kind: str, config: dict[str, Any], log: Callable[[str
         distill(DistillConfig(**config), log=prefixed)
 
 
-def format_table(rows: list[dict[str, Any]], task: str = "classification") -> str:
+def format_table(rows: list[dict[str, Any]], task: str) -> str:
     metrics = PRESETS[task].metrics
     lines = ["| model | arch | params | epoch | " + " | ".join(name for _, name in metrics) + " |",
              "|---|---|---:|---:|" + "---:|" * len(metrics)]
