@@ -7,7 +7,7 @@ Two tasks, each the setting of its paired-seed benchmark (docs/benchmarks.md):
 
 * ``partseg`` (the default): part segmentation on ``synthetic-parts``, teacher ``pointmlp-seg-tiny``, a half-width
   ``dgcnn-seg-tiny`` student, offline SRKD; the CE-only student learns from the same recorded views with the SRKD
-  weights at 0 (``bench/seg_accuracy.py``: +2.41 ± 0.22 mIoU over 5 paired seeds).
+  weights at 0 (``bench/seg_accuracy.py``: +2.19 ± 0.18 mIoU over 10 paired seeds).
 * ``classification``: ``synthetic``, teacher ``pointmlp-tiny``, student ``pointnet2-tiny``; the CE-only student is
   ``kdpc train`` (``bench/accuracy.py``: +0.03 ± 0.18 to +1.39 ± 0.27 OA, depending on the machine).
 
