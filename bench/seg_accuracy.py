@@ -65,10 +65,15 @@ from pathlib import Path
 
 import yaml
 
+from kdpc.demo import PRESETS
+from kdpc.distill.seg import CE_ONLY_WEIGHTS, SrkdConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("inst_miou", "cls_miou")
+# the setting `make demo` runs (one definition for both): teacher, student, epochs, data size, store shape
+SETTING = PRESETS["partseg"]
 # the default student: dgcnn-seg-tiny at half width (32k parameters), so that the teacher is >= 8 mIoU above it
-NARROW = ("edge_widths=[[16,16],[16],[16]]", "emb_dims=64")
+NARROW = tuple(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in SETTING.student_cfg.items())
 _print_lock = threading.Lock()
 
 
@@ -81,7 +86,7 @@ def rows(args: argparse.Namespace) -> list[tuple[str, str, dict[str, float]]]:
     """(key, label, srkd weights) of the student rows; the first is the CE-only baseline."""
     pw = {"pointwise_weight": args.pointwise_weight, "pointwise_temperature": args.pointwise_temperature}
     return [
-        ("ce", "student CE-only", {"pointwise_weight": 0.0, "affinity_weight": 0.0, "cross_weight": 0.0}),
+        ("ce", "student CE-only", dict(CE_ONLY_WEIGHTS)),
         ("kd", "student + per-point KL", {**pw, "affinity_weight": 0.0, "cross_weight": 0.0}),
         ("srkd", "student + per-point KL + relations (SRKD)",
          {**pw, "affinity_weight": args.affinity_weight, "cross_weight": args.cross_weight}),
@@ -285,26 +290,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench-out/seg_accuracy", help="work folder (steps found there are reused)")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="student seeds; every row of a seed shares it")
-    ap.add_argument("--teacher", default="pointmlp-seg-tiny")
+    ap.add_argument("--teacher", default=SETTING.teacher)
     ap.add_argument("--teacher-opt", action="append", default=[], help="teacher option KEY=VALUE (repeatable)")
     ap.add_argument("--teacher-seed", type=int, default=0, help="seed of the one teacher and its recorded views")
     ap.add_argument("--teacher-dir", default=None, help="teacher + store folder (default <out>/teacher)")
-    ap.add_argument("--student", default="dgcnn-seg-tiny")
+    ap.add_argument("--student", default=SETTING.student)
     ap.add_argument("--student-opt", action="append", default=None,
-                    help="student option KEY=VALUE (repeatable; default for dgcnn-seg-tiny: " + " ".join(NARROW) + ")")
-    ap.add_argument("--teacher-epochs", type=int, default=40)
-    ap.add_argument("--student-epochs", type=int, default=20)
-    ap.add_argument("--samples-per-class", type=int, default=24, help="synthetic-parts train size (x 11 categories)")
+                    help=f"student option KEY=VALUE (repeatable; default for {SETTING.student}: {' '.join(NARROW)})")
+    ap.add_argument("--teacher-epochs", type=int, default=SETTING.teacher_epochs)
+    ap.add_argument("--student-epochs", type=int, default=SETTING.student_epochs)
+    ap.add_argument("--samples-per-class", type=int, default=SETTING.dataset_cfg["samples_per_class"],
+                    help="synthetic-parts train size (x 11 categories)")
     ap.add_argument("--raw-points", type=int, default=512)
     ap.add_argument("--points", type=int, default=256)
     ap.add_argument("--views", type=int, default=None, help="recorded views per sample (default: student epochs)")
-    ap.add_argument("--anchors", type=int, default=64)
-    ap.add_argument("--feature-dim", type=int, default=32)
-    ap.add_argument("--pointwise-weight", type=float, default=0.3, help="per-point KL weight of both KD rows")
-    ap.add_argument("--pointwise-temperature", type=float, default=2.0)
-    ap.add_argument("--affinity-weight", type=float, default=1.0, help="SRKD row")
-    ap.add_argument("--cross-weight", type=float, default=1e-3, help="SRKD row")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--anchors", type=int, default=SETTING.record_cfg["anchors"])
+    ap.add_argument("--feature-dim", type=int, default=SETTING.record_cfg["feature_dim"])
+    ap.add_argument("--pointwise-weight", type=float, default=SrkdConfig.pointwise_weight,
+                    help="per-point KL weight of both KD rows")
+    ap.add_argument("--pointwise-temperature", type=float, default=SrkdConfig.pointwise_temperature)
+    ap.add_argument("--affinity-weight", type=float, default=SrkdConfig.affinity_weight, help="SRKD row")
+    ap.add_argument("--cross-weight", type=float, default=SrkdConfig.cross_weight, help="SRKD row")
+    ap.add_argument("--batch-size", type=int, default=SETTING.batch_size)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=2, help="distill runs at a time (separate processes)")
@@ -316,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.teacher_epochs, args.student_epochs = "0", 1, 1
         args.samples_per_class, args.views, args.anchors = 4, 2, 32
     if args.student_opt is None:
-        args.student_opt = list(NARROW) if args.student == "dgcnn-seg-tiny" else []
+        args.student_opt = list(NARROW) if args.student == SETTING.student else []
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from .checkpoint import load_checkpoint
 from .config import deep_merge
+from .distill.seg import CE_ONLY_WEIGHTS
 from .distill.trainer import DistillConfig, distill
 from .errors import KdpcError
 from .recorder import RecordConfig, record
@@ -39,8 +40,6 @@ from .training.train import TrainConfig, train
 
 STAGES = ("1/3 train the teacher", "2/3 record the teacher's views",
           "3/3 train the student with CE only and distill it offline from the records")
-# the CE-only part student learns from the same recorded views, with every SRKD term off
-SRKD_OFF = {"pointwise_weight": 0.0, "affinity_weight": 0.0, "cross_weight": 0.0}
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ def _students(cfg: DemoConfig, out: Path, store: Path) -> list[tuple[str, str, A
     kd = ("KD", "distill", _distill_config(cfg, store, kd_dir, cfg.distill_overrides), kd_dir / "student.pt")
     if cfg.preset.ce_by_distill:
         ce_dir = out / "student-ce"
-        overrides = {**cfg.distill_overrides, "srkd": {**cfg.distill_overrides.get("srkd", {}), **SRKD_OFF}}
+        overrides = {**cfg.distill_overrides, "srkd": {**cfg.distill_overrides.get("srkd", {}), **CE_ONLY_WEIGHTS}}
         return [("CE", "distill", _distill_config(cfg, store, ce_dir, overrides), ce_dir / "student.pt"), kd]
     ce_path = out / "student-ce.pt"
     return [("CE", "train", _student_config(cfg, ce_path), ce_path), kd]

@@ -1,13 +1,16 @@
 """`kdpc demo` (what `make demo` runs): the whole pipeline on tiny splits, for both tasks, and its comparison table."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from kdpc.checkpoint import load_checkpoint
-from kdpc.distill.seg import SrkdConfig
 from kdpc.demo import PRESETS, STAGES, DemoConfig, format_table, run_demo
+from kdpc.distill.seg import CE_ONLY_WEIGHTS, SrkdConfig
 from kdpc.errors import KdpcError
 
 TINY_CLS = dict(task="classification", dataset_cfg={"samples_per_class": 4, "num_raw_points": 64}, num_points=32,
@@ -89,3 +92,20 @@ def test_demo_defaults_are_the_benchmarks_settings():
         DemoConfig(task="detection")
     with pytest.raises(KdpcError, match="demo teacher_epochs must be an integer >= 1, got 0"):
         DemoConfig(teacher_epochs=0)
+
+
+def test_the_part_benchmark_runs_the_demos_setting(tmp_path):
+    """bench/seg_accuracy.py's defaults come from the partseg preset: the demo is one seed of that benchmark."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "seg_accuracy.py"
+    done = subprocess.run([sys.executable, str(script), "--dry-run", "--seeds", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    preset = PRESETS["partseg"]
+    ce, srkd = (yaml.safe_load((tmp_path / "seed0" / f"{key}.yaml").read_text()) for key in ("ce", "srkd"))
+    assert ce["student"] == srkd["student"] == preset.student and ce["student_cfg"] == preset.student_cfg
+    assert ce["epochs"] == preset.student_epochs and ce["batch_size"] == preset.batch_size
+    assert ce["srkd"] == {"ce_weight": 1.0, **CE_ONLY_WEIGHTS}
+    assert srkd["srkd"]["pointwise_weight"] == SrkdConfig.pointwise_weight > 0
+    assert f"--model {preset.teacher} " in done.stdout and f"--epochs {preset.teacher_epochs} " in done.stdout
+    assert f"samples_per_class={preset.dataset_cfg['samples_per_class']} " in done.stdout
+    assert f"--views {preset.views} " in done.stdout

@@ -44,6 +44,8 @@ __all__ = ["SrkdConfig", "SrkdLoss", "anchor_positions", "seg_item_fields"]
 
 
 OUTSIDE_CATEGORY = -1e4  # logit of a part outside the object's category: exp() is 0, the KL term stays finite
+# every distillation term of SrkdConfig off: the CE-only baseline on the same recorded views
+CE_ONLY_WEIGHTS = {"pointwise_weight": 0.0, "affinity_weight": 0.0, "cross_weight": 0.0}
 
 
 @dataclass
