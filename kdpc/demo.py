@@ -51,7 +51,6 @@ class TaskPreset:
     student: str
     teacher_epochs: int
     student_epochs: int
-    views: int  # one recorded view per student epoch
     batch_size: int
     metrics: tuple[tuple[str, str], ...]  # (evaluate key, column name) of the table; the first is the gain's
     dataset_cfg: dict[str, Any] = field(default_factory=dict)
@@ -64,7 +63,7 @@ PRESETS: dict[str, TaskPreset] = {
     # bench/seg_accuracy.py's defaults: a student the teacher is > 8 mIoU above, where offline SRKD pays
     "partseg": TaskPreset(
         dataset="synthetic-parts", teacher="pointmlp-seg-tiny", student="dgcnn-seg-tiny", teacher_epochs=40,
-        student_epochs=20, views=20, batch_size=16,
+        student_epochs=20, batch_size=16,
         metrics=(("inst_miou", "test instance mIoU"), ("cls_miou", "test class mIoU")),
         dataset_cfg={"samples_per_class": 24},
         student_cfg={"edge_widths": [[16, 16], [16], [16]], "emb_dims": 64},
@@ -72,7 +71,7 @@ PRESETS: dict[str, TaskPreset] = {
     # bench/accuracy.py's students with a 40-epoch teacher (the benchmark's trains 60)
     "classification": TaskPreset(
         dataset="synthetic", teacher="pointmlp-tiny", student="pointnet2-tiny", teacher_epochs=40,
-        student_epochs=40, views=40, batch_size=32, metrics=(("oa", "test OA"), ("macc", "test mAcc"))),
+        student_epochs=40, batch_size=32, metrics=(("oa", "test OA"), ("macc", "test mAcc"))),
 }
 
 
@@ -86,7 +85,7 @@ class DemoConfig:
     student: str | None = None
     teacher_epochs: int | None = None
     student_epochs: int | None = None
-    views: int | None = None
+    views: int | None = None  # recorded views per sample; default: one per student epoch
     batch_size: int | None = None
     dataset_cfg: dict[str, Any] | None = None
     student_cfg: dict[str, Any] | None = None
@@ -109,6 +108,8 @@ class DemoConfig:
                 setattr(self, f.name, default)
             elif isinstance(given, dict):  # option by option over the preset's
                 setattr(self, f.name, deep_merge(default, given))
+        if self.views is None:
+            self.views = self.student_epochs
         for name in ("teacher_epochs", "student_epochs", "views", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

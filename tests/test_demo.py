@@ -83,6 +83,7 @@ def test_demo_defaults_are_the_benchmarks_settings():
     assert cfg.views == cfg.student_epochs == 20 and cfg.dataset_cfg == {"samples_per_class": 24}
     cls = DemoConfig(task="classification")
     assert (cls.teacher, cls.student, cls.views) == ("pointmlp-tiny", "pointnet2-tiny", cls.student_epochs)
+    assert DemoConfig(student_epochs=7).views == 7 and DemoConfig(student_epochs=7, views=3).views == 3
     # a dict option is merged over the preset's, key by key; the presets themselves are never changed
     merged = DemoConfig(dataset_cfg={"num_raw_points": 64})
     assert merged.dataset_cfg == {"samples_per_class": 24, "num_raw_points": 64}
@@ -108,4 +109,4 @@ def test_the_part_benchmark_runs_the_demos_setting(tmp_path):
     assert srkd["srkd"]["pointwise_weight"] == SrkdConfig.pointwise_weight > 0
     assert f"--model {preset.teacher} " in done.stdout and f"--epochs {preset.teacher_epochs} " in done.stdout
     assert f"samples_per_class={preset.dataset_cfg['samples_per_class']} " in done.stdout
-    assert f"--views {preset.views} " in done.stdout
+    assert f"--views {preset.student_epochs} " in done.stdout
