@@ -140,8 +140,8 @@ def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, devi
 @click.option("--seed", type=int, default=None)
 def distill_cmd(records, student, student_old, student_opt, data_root, epochs, batch_size, lr, ce_weight, kd_weight,
                 temperature, kd_objective, kd_schedule, relation_weight, label_smoothing, select, nwsd_weight,
-                nwsd_source, views, online_teacher, online_teacher_weights, online_adapter, online_dataset, set_pairs, out, resume, config,
-                device, workers, seed) -> None:
+                nwsd_source, views, online_teacher, online_teacher_weights, online_adapter, online_dataset, set_pairs,
+                out, resume, config, device, workers, seed) -> None:
     """Train a student from a record store alone: CE + KD to the recorded teacher (+ NWSD with --nwsd-weight);
     parts and scenes: CE + per-point KL + the SRKD relation terms (--set srkd.KEY=VALUE)."""
     from ..config import build_config
@@ -151,10 +151,10 @@ def distill_cmd(records, student, student_old, student_opt, data_root, epochs, b
     flags = overrides(records=records, student=student, data_root=data_root, epochs=epochs, batch_size=batch_size,
                        lr=lr, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature,
                        kd_objective=kd_objective, kd_schedule=kd_schedule, relation_weight=relation_weight,
-                       label_smoothing=label_smoothing,
-                       select=select, nwsd_weight=nwsd_weight, nwsd_source=nwsd_source, views=views,
-                       online_teacher=online_teacher, online_teacher_weights=online_teacher_weights, out=out, resume=resume,
-                       device=device, workers=workers, seed=seed)
+                       label_smoothing=label_smoothing, select=select, nwsd_weight=nwsd_weight,
+                       nwsd_source=nwsd_source, views=views, online_teacher=online_teacher,
+                       online_teacher_weights=online_teacher_weights, out=out, resume=resume, device=device,
+                       workers=workers, seed=seed)
     if student_opt:
         flags["student_cfg"] = parse_kv(student_opt, "--student-opt")
     if online_adapter:
