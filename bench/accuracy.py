@@ -1,17 +1,19 @@
 """Does offline distillation make the small student better?  The paired-seed benchmark of docs/benchmarks.md.
 
 One teacher (the shipped recipe: pointmlp-tiny, 60 epochs, no label smoothing), recorded once (50 views, the
-recorder's own view stream); then for every student and every seed the arms below, each seed's arms sharing the
+recorder's own view stream, with the teacher's 256-dim embedding of every view: --feature-dim); then for every student and every seed the arms below, each seed's arms sharing the
 student's initialisation seed and data order where the code allows. Every run keeps the epoch chosen on the
 validation split; the test split is scored once at the end and never chooses anything.
 
   ce       the student trained alone (kdpc train)
-  kd       offline KD from the records with kdpc distill's defaults (DIST relations at T 2)
+  kd       offline KD from the records with kdpc distill's defaults (DIST relations at T 2; with the recorded
+           teacher embeddings, --feature-dim, also the embedding matching of kdpc.distill.embedding)
+  dist     kd without the embedding matching (--feature-weight 0: the default before 2026-12-03)
   kdlin    kd with the KD weight falling linearly from 1 to 0 over the run (--kd-schedule linear)
   kl       offline KD with Hinton's KL at T 2 instead (the default before DIST)
   nwsd     kd + negative-weight self-distillation (sharpen, -0.2)
   online   the classic online KD baseline: the teacher runs every step on the trainer's views
-  nokd     CE on the recorded views, no KD term (the finite-view penalty)
+  nokd     CE on the recorded views, no KD or embedding term (the finite-view penalty)
   zkl      offline KD with logit-standardised KL at T 2 (Sun et al., 2024)
   zkl9     the same with that paper's weights: KD 9, CE 0.1
   rel      kd + the teacher's answer relations asked of the student's embedding (--relation-weight 10)
@@ -40,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table  # noqa: E402
 
-ARMS = {"ce": "CE only", "kd": "offline KD", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
+ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
         "online": "online KD", "nokd": "recorded views, no KD",
         "zkl": "offline KD, z-scored KL", "zkl9": "offline KD, z-scored KL (KD 9, CE 0.1)",
         "rel": "offline KD + answer relations", "kdlin": "offline KD, KD weight 1 -> 0"}
@@ -140,6 +142,8 @@ def main() -> None:
     p.add_argument("--teacher-epochs", type=int, default=60)
     p.add_argument("--teacher-seed", type=int, default=100)
     p.add_argument("--views", type=int, default=50)
+    p.add_argument("--feature-dim", type=int, default=256,
+                   help="record the teacher's embedding of each view this wide (0: logits only)")
     p.add_argument("--students", default="pointnet-tiny,pointnet2-tiny")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seeds", default="1,2,3,4,5")
@@ -162,7 +166,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    teacher, store = work / "teacher.pt", work / f"records-{args.views}v.zarr"
+    features = f"-f{args.feature_dim}" if args.feature_dim else ""
+    teacher, store = work / "teacher.pt", work / f"records-{args.views}v{features}.zarr"
     print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs; then {args.views} recorded views")
     results = run_all([{"kind": "train", "name": "teacher", "arm": "teacher", "seed": args.teacher_seed,
                         "done_file": str(work / "teacher.json"),
@@ -170,11 +175,11 @@ def main() -> None:
                                 "device": "cpu", "out": str(teacher), **data}}], 1)
     run_all([{"kind": "record", "name": "record", "seed": 0, "done_file": str(work / "record.json"),
               "cfg": {"teacher": str(teacher), "views": args.views, "out": str(store), "device": "cpu", "seed": 0,
-                      "workers": 0, "resume": store.exists()}}], 1)
+                      "feature_dim": args.feature_dim, "workers": 0, "resume": store.exists()}}], 1)
     teacher_oa = test_oa(results[0])
 
-    arm_cfg = {"kd": {}, "kl": {"kd_objective": "kl", "temperature": 2.0},
-               "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0},
+    arm_cfg = {"kd": {}, "dist": {"feature_weight": 0.0}, "kl": {"kd_objective": "kl", "temperature": 2.0},
+               "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0, "feature_weight": 0.0},
                "zkl": {"kd_objective": "zkl"}, "zkl9": {"kd_objective": "zkl", "kd_weight": 9.0, "ce_weight": 0.1},
                "rel": {"relation_weight": 10.0}, "kdlin": {"kd_schedule": "linear"},
                "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views}}
@@ -206,7 +211,7 @@ def main() -> None:
         rows += student_rows(results, student, arms, teacher_oa)
     checks = []
     for student in students:
-        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("kd", "nokd", 0.0),
+        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "dist", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("kd", "nokd", 0.0),
                                 ("nwsd", "kd", 0.0), ("kdlin", "kd", 0.0)):
             diff = paired(results, student, arm, base)
             if diff:

@@ -268,3 +268,22 @@ def test_distill_dist_relates_the_global_batch_across_ranks(reference_store, wor
     (a,), (b,) = ([json.loads(line) for line in (o / "metrics.jsonl").read_text().splitlines()] for o in (one, two))
     for key in ("loss/ce", "loss/kd", "loss/relation", "loss/total"):
         assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_distill_embedding_matching_contrasts_the_global_batch_across_ranks(teacher, work):
+    """The embedding term's negatives are the records of all ranks (gathered): its loss under torchrun equals one
+    process's on the global batch, and rank 0 saves the projector for a resume."""
+    store = work / "emb.zarr"
+    record(RecordConfig(teacher=str(teacher), views=VIEWS, chunk_records=CHUNK, batch_size=8, device="cpu",
+                        feature_dim=16, out=str(store)), log=quiet, show_progress=False)
+    common = dict(records=str(store), student="pointnet-tiny", student_cfg={"dropout": 0.0}, epochs=1, batch_size=16,
+                  device="cpu")
+    one, two = work / "emb1", work / "emb2"
+    distill(DistillConfig(**common, out=str(one)), log=quiet)
+    ok(torchrun("distill", "--records", str(store), "--student", "pointnet-tiny", "--student-opt", "dropout=0",
+                "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--out", str(two), cwd=work))
+    (a,), (b,) = ([json.loads(line) for line in (o / "metrics.jsonl").read_text().splitlines()] for o in (one, two))
+    assert a["loss/embedding"] > 0
+    for key in ("loss/ce", "loss/kd", "loss/embedding", "loss/total"):
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert "projector" in load_checkpoint(two / "last.pt").training_state["extra"]

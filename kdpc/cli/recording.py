@@ -48,6 +48,10 @@ def teacher_options(fn):
 @click.option("--mix", type=float, default=None,
               help="Share of views that are mix views (part of the points from another sample), in [0, 1].")
 @click.option("--chunk-records", type=int, default=None, help="Records per chunk/block.")
+@click.option("--feature-dim", type=int, default=None,
+              help="Teacher features kept per view, this wide (randomly projected from a wider teacher): a "
+                   "classifier's embedding of the view (default 0: none; kdpc checkpoint teachers), a part or scene "
+                   "teacher's features at each anchor (default 32).")
 @click.option("--amp", "precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
               help="Run the teacher under autocast at bf16 / fp16 (default fp32, TF32 off). The store keeps it; "
                    "`records verify --teacher` allows that precision's measured error.")
@@ -59,7 +63,8 @@ def teacher_options(fn):
               help="Any config key, nested keys dotted (e.g. --set augment.scale_low=0.8); repeatable.")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False))
 def record_cmd(teacher, teacher_weights, teacher_opt, adapter, dataset, dataset_opt, num_points, data_root, split,
-               views, out, codec, batch_size, workers, device, seed, rotation, mix, chunk_records, precision, resume, overwrite,
+               views, out, codec, batch_size, workers, device, seed, rotation, mix, chunk_records, feature_dim, precision,
+               resume, overwrite,
                break_lease, set_pairs, config) -> None:
     """Run the frozen teacher once over many augmented views and write a record store."""
     from ..config import build_config
@@ -67,7 +72,8 @@ def record_cmd(teacher, teacher_weights, teacher_opt, adapter, dataset, dataset_
 
     flags = overrides(teacher=teacher, teacher_weights=teacher_weights, dataset=dataset, num_points=num_points,
                       data_root=data_root, split=split, views=views, out=out, codec=codec, batch_size=batch_size,
-                      workers=workers, device=device, seed=seed, chunk_records=chunk_records, precision=precision, resume=resume,
+                      workers=workers, device=device, seed=seed, chunk_records=chunk_records, feature_dim=feature_dim,
+                      precision=precision, resume=resume,
                       overwrite=overwrite, break_lease=break_lease)
     flags["augment"] = overrides(rotation=rotation, mix=mix) or None
     if teacher_opt:

@@ -115,6 +115,9 @@ def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, devi
 @click.option("--relation-weight", type=float, default=None,
               help="Classification: weight of the teacher's answer relations across the batch, asked of the "
                    "student's embedding (0: off).")
+@click.option("--feature-weight", type=float, default=None,
+              help="Classification: weight of matching the teacher's recorded embedding of each view (a store made "
+                   "with `kdpc record --feature-dim`); default: on when the store keeps them (0: off).")
 @click.option("--label-smoothing", type=float, default=None, help="Label smoothing of the CE term.")
 @click.option("--select", type=click.Choice(["auto", "val", "last"]), default=None,
               help="Which epoch is kept: best on the validation split, the last one, or auto (val if the data has "
@@ -139,7 +142,7 @@ def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, devi
 @click.option("--workers", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 def distill_cmd(records, student, student_old, student_opt, data_root, epochs, batch_size, lr, ce_weight, kd_weight,
-                temperature, kd_objective, kd_schedule, relation_weight, label_smoothing, select, nwsd_weight,
+                temperature, kd_objective, kd_schedule, relation_weight, feature_weight, label_smoothing, select, nwsd_weight,
                 nwsd_source, views, online_teacher, online_teacher_weights, online_adapter, online_dataset, set_pairs,
                 out, resume, config, device, workers, seed) -> None:
     """Train a student from a record store alone: CE + KD to the recorded teacher (+ NWSD with --nwsd-weight);
@@ -151,6 +154,7 @@ def distill_cmd(records, student, student_old, student_opt, data_root, epochs, b
     flags = overrides(records=records, student=student, data_root=data_root, epochs=epochs, batch_size=batch_size,
                        lr=lr, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature,
                        kd_objective=kd_objective, kd_schedule=kd_schedule, relation_weight=relation_weight,
+                       feature_weight=feature_weight,
                        label_smoothing=label_smoothing, select=select, nwsd_weight=nwsd_weight,
                        nwsd_source=nwsd_source, views=views, online_teacher=online_teacher,
                        online_teacher_weights=online_teacher_weights, out=out, resume=resume, device=device,

@@ -130,6 +130,8 @@ class RecordedViews(Dataset):
                 item["teacher_logprobs"] = teacher[index] if parts is not None else teacher
                 if parts is not None:
                     item.update(seg_item_fields(batch, k, index))  # anchor features + where the anchors went
+                elif "features" in batch:  # the teacher's embedding of the view (kdpc.distill.embedding)
+                    item["teacher_features"] = batch["features"][k]
             if parts is not None:
                 item["parts"] = parts[index].astype(np.int64)
                 item["point_index"] = index

@@ -23,11 +23,13 @@ from ..errors import KdpcError
 from ..secrets import redact_text, shareable
 from ..teachers import Teacher, load_teacher
 from ..models import count_parameters, model_features_and_logits, model_forward, model_inputs, model_task
+from ..models.base import unwrap_model
 from ..training.evaluate import primary_metric
 from ..training.loop import LoopHooks, LoopState, fit, resolve_select
 from ..training.runtime import resolve_device, seed_everything
 from ..training.setup import FitConfig, build_model, build_optimisation, epoch_loader, load_splits, scorers
 from .dataset import RecordedViews, check_provenance
+from .embedding import DEFAULT_FEATURE_TEMPERATURE, EmbeddingProjector, embedding_contrast_loss
 from .losses import answer_relation_loss, dist_loss, kd_loss, label_smoothing_ce, nwsd_loss, standardized_kd_loss
 from .seg import SrkdLoss, srkd_options
 from .self_targets import make_self_target
@@ -50,6 +52,11 @@ class DistillConfig(FitConfig):
     # auto = constant, which validation preferred (docs/method.md)
     kd_schedule: str = "auto"
     relation_weight: float = 0.0  # classification: the teacher's answer relations asked of the student's embedding
+    # classification: the student's embedding matched to the teacher's recorded one (kdpc.distill.embedding);
+    # None = auto: FEATURE_WEIGHT when the store keeps the teacher's embeddings (kdpc record --feature-dim), else 0
+    # (also for --online-teacher, where it must be asked for)
+    feature_weight: float | None = None
+    feature_temperature: float = DEFAULT_FEATURE_TEMPERATURE
     nwsd_weight: float = 0.0  # off: measured neutral under the honest protocol (docs/method.md); -0.2 turns it on
     nwsd_source: str = "sharpen"
     nwsd_max_kl: float = 0.5
@@ -75,6 +82,10 @@ class DistillConfig(FitConfig):
             raise KdpcError(f"--nwsd-source must be one of {', '.join(NWSD_SOURCES)}, got {self.nwsd_source!r}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise KdpcError(f"--temperature must be a number > 0, got {self.temperature!r}")
+        if self.feature_weight is not None and not (math.isfinite(self.feature_weight) and self.feature_weight >= 0):
+            raise KdpcError(f"--feature-weight must be a number >= 0 (or auto), got {self.feature_weight!r}")
+        if not (math.isfinite(self.feature_temperature) and self.feature_temperature > 0):
+            raise KdpcError(f"feature_temperature must be a number > 0, got {self.feature_temperature!r}")
         for name in ("ce_weight", "kd_weight", "nwsd_weight", "relation_weight"):
             if not math.isfinite(getattr(self, name)):
                 raise KdpcError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)!r}")
@@ -94,6 +105,7 @@ KD_OBJECTIVES = {"kl": kd_loss, "dist": dist_loss, "zkl": standardized_kd_loss}
 CLASSIFICATION_KD_OBJECTIVE = "dist"  # what `auto` means for classification: chosen on validation (docs/method.md)
 KD_SCHEDULES = ("constant", "linear")
 CLASSIFICATION_KD_SCHEDULE = "constant"  # what `auto` means for classification, likewise
+FEATURE_WEIGHT = 10.0  # what `auto` means for a store that keeps the teacher's embeddings: chosen on validation
 
 
 def kd_weight_at(schedule: str, weight: float, epochs_done: float, epochs: int) -> float:
@@ -172,6 +184,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if train_set.task != "cls" and cfg.kd_schedule not in ("auto", "constant"):
             raise KdpcError(f"--kd-schedule {cfg.kd_schedule} is for classification; parts and scenes keep their "
                             "KD weights constant")
+        if train_set.task != "cls" and cfg.feature_weight:
+            raise KdpcError("--feature-weight is for classification; parts and scenes match the teacher's anchor "
+                            "features with the SRKD terms (--set srkd.KEY=VALUE)")
         if train_set.task != "cls" and cfg.relation_weight != 0:
             raise KdpcError("--relation-weight is for classification; parts and scenes have their own relation terms "
                             "(--set srkd.KEY=VALUE)")
@@ -194,6 +209,10 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
            "per process)" if world.enabled else ""))
 
     views, collate = _views(cfg, train_set, reader, augment, run_seed, num_views)
+    teacher_dim = _teacher_embedding_width(reader, teacher) if task == "cls" else 0
+    feature_weight = _feature_weight(cfg.feature_weight, teacher_dim, reader is None)
+    if feature_weight:
+        log(f"embedding matching: weight {feature_weight:g}, the teacher's {teacher_dim}-dim embedding of each view")
     srkd = None
     if task in ("partseg", "semseg"):
         srkd_cfg = srkd_options(task, cfg.srkd, online=reader is None)
@@ -206,7 +225,12 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         if srkd.projector is not None and world.enabled:
             srkd.projector = wrap_ddp(srkd.projector, device, world)  # its gradients are averaged like the student's
     trainable = student if srkd is None else torch.nn.ModuleDict({"student": student, "srkd": srkd})
+    projector = None
+    if feature_weight:
+        projector = EmbeddingProjector(int(student.num_features), teacher_dim).to(device)
+        trainable = torch.nn.ModuleDict({"student": student, "projector": projector})
     loader, optimizer, scheduler = build_optimisation(cfg, views, trainable, world, device, collate_fn=collate)
+    projector_step = wrap_ddp(projector, device, world) if projector is not None and world.enabled else projector
 
     resume_state = everywhere(world, lambda: _resume_state(out / "last.pt", student, device, world)) if cfg.resume else None
     model = wrap_ddp(student, device, world)  # broadcasts rank 0's weights; `student` stays the plain module
@@ -217,7 +241,15 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
         kd_objective = partial(dist_loss, gather=partial(all_gather_cat_with_grad, world=world))
     kd_schedule = CLASSIFICATION_KD_SCHEDULE if cfg.kd_schedule == "auto" else cfg.kd_schedule
     steps_per_epoch = max(1, len(loader))
-    relation_objective = partial(answer_relation_loss, gather=partial(all_gather_cat_with_grad, world=world))
+    gather_grad = partial(all_gather_cat_with_grad, world=world)
+    relation_objective = partial(answer_relation_loss, gather=gather_grad)
+
+    def teacher_embedding(batch: dict[str, Any], points: torch.Tensor) -> torch.Tensor:
+        if teacher is None:
+            return batch["teacher_features"].to(device, non_blocking=True).float()
+        inner = unwrap_model(teacher)
+        with torch.inference_mode():
+            return inner.forward_features(model_inputs(inner, points)).float().clone()
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
     if use_nwsd:
@@ -265,7 +297,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             logits, terms, total = srkd(model, points, label, {**on_device, "teacher_logprobs": teacher_logprobs})
             logits = logits.float()
         else:
-            if cfg.relation_weight:  # the relation term needs the student's embedding from the same forward
+            if cfg.relation_weight or projector is not None:  # these terms need the student's embedding too
                 features, logits = model_features_and_logits(model, model_inputs(model, points))
             else:
                 features, logits = None, model_forward(model, points, label).float()
@@ -275,9 +307,13 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             kd_weight = kd_weight_at(kd_schedule, cfg.kd_weight, scheduler.last_epoch / steps_per_epoch, cfg.epochs)
             total = cfg.ce_weight * terms["ce"] + kd_weight * terms["kd"]
             terms["train/kd_weight"] = torch.tensor(kd_weight)
-            if features is not None:
+            if cfg.relation_weight:
                 terms["relation"] = relation_objective(features, teacher_logprobs)
                 total = total + cfg.relation_weight * terms["relation"]
+            if projector is not None:
+                terms["embedding"] = embedding_contrast_loss(projector_step(features), teacher_embedding(batch, points),
+                                                             cfg.feature_temperature, gather=gather_grad)
+                total = total + feature_weight * terms["embedding"]
         target = batch["parts"].to(device) if task == "partseg" else label
         prediction = logits.detach().argmax(-1)
         terms["train/acc"] = (prediction == target).float().mean()
@@ -319,6 +355,8 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             state["self_target"] = self_target.state_dict()
         if srkd is not None:
             state["srkd"] = srkd.state_dict()
+        if projector is not None:
+            state["projector"] = projector.state_dict()
         return state
 
     def load_extra_state(state: dict[str, Any]) -> None:
@@ -326,6 +364,11 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             self_target.load_state_dict(state["self_target"])
         if srkd is not None:
             srkd.load_state_dict(state["srkd"])
+        if projector is not None:
+            if "projector" not in state:
+                raise KdpcError("--resume: the run was started without embedding matching (--feature-weight 0); "
+                                "resume it with --feature-weight 0")
+            projector.load_state_dict(state["projector"])
 
     validate, test = scorers(student, splits, device, cfg.batch_size)
     hooks = LoopHooks(
@@ -363,6 +406,28 @@ def _views(cfg: DistillConfig, train_set: Any, reader: Any, augment: Any, run_se
                                reader=reader, augment=None if augment is None else SceneAugmentConfig.from_dict(augment),
                                run_seed=run_seed, num_views=num_views)
     return views, SceneCollate(reader.header.num_anchors if reader is not None else 0)
+
+
+def _teacher_embedding_width(reader: Any, teacher: Any) -> int:
+    """Width of the teacher's embedding the feature term can match: the store's recorded ``features``, or an online
+    kdpc teacher's ``forward_features``; 0 when there is none."""
+    if reader is not None:
+        return int(reader.header.feature_dim)
+    inner = unwrap_model(teacher)
+    return int(getattr(inner, "num_features", 0) or 0) if callable(getattr(inner, "forward_features", None)) else 0
+
+
+def _feature_weight(given: float | None, teacher_dim: int, online: bool) -> float:
+    """``--feature-weight`` resolved: auto (None) is ``FEATURE_WEIGHT`` for a store that keeps the teacher's
+    embeddings (recording them is the opt-in) and 0 otherwise; asking for the term without them is an error."""
+    if given is None:
+        return FEATURE_WEIGHT if teacher_dim and not online else 0.0
+    if given and not teacher_dim:
+        raise KdpcError(f"--feature-weight {given:g}: " + (
+            "the online teacher has no embedding to match (a kdpc checkpoint has one)" if online else
+            "the store keeps no teacher embeddings; record it with `kdpc record --feature-dim D` (classification, "
+            "kdpc checkpoint teachers) or pass --feature-weight 0"))
+    return float(given)
 
 
 def _online_data(teacher: Teacher, given: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from ..store.schema import default_params, sample_view
 from ..scenes.transforms import SceneAugmentConfig
 from .scenes import (SceneRecordViews, collate_record_views, concat_scene_outputs, record_scene_params,
                      scene_header_fields, teacher_scene_outputs)
-from .seg import concat_seg_outputs, make_seg_header_fields, teacher_seg_outputs, view_seeds
+from .seg import (concat_seg_outputs, global_feature_fields, make_seg_header_fields, teacher_cls_outputs,
+                  teacher_seg_outputs, view_seeds)
 from .views import BlockBatches, RecordViews
 from .writer_thread import BackgroundBlockWriter
 
@@ -55,7 +56,9 @@ class RecordConfig:
     chunk_records: int | None = None
     augment: dict[str, Any] = field(default_factory=dict)
     anchors: int | None = None  # segmentation: points per view whose teacher features are kept
-    feature_dim: int | None = None  # segmentation: width of the stored (projected) features
+    # width of the stored (projected) teacher features: per anchor for parts and scenes (default 32); for
+    # classification the teacher's embedding of each view (default 0: none; kdpc checkpoint teachers only)
+    feature_dim: int | None = None
     resume: bool = False
     overwrite: bool = False
     break_lease: bool = False  # take the store's writer lease even though another process holds it
@@ -96,6 +99,11 @@ def build_header(cfg: RecordConfig, teacher: Teacher, dataset: Any, augment: Any
         fields.update(make_seg_header_fields(teacher.loaded.checkpoint, dataset, cfg, teacher.module))
     elif teacher.task == "semseg":  # ragged per-point outputs of scene views, anchors, projection
         fields.update(scene_header_fields(teacher, dataset, cfg, augment))
+    else:
+        if cfg.anchors:
+            raise KdpcError("--anchors is for part and scene teachers; a classifier's store keeps one embedding per "
+                            "view (--feature-dim)")
+        fields.update(global_feature_fields(teacher, cfg.feature_dim))
     return StoreHeader(**fields)
 
 
@@ -243,6 +251,8 @@ def _run_teacher(cfg, teacher, dataset, augment, writer, loader, blocks, device,
                         seeds = view_seeds(batch["record"].numpy(), len(dataset), augment, cfg.seed)
                         outputs.append(teacher_seg_outputs(teacher.module, points, batch["label"].to(device), seeds,
                                                            writer.header))
+                    elif writer.header.feature_dim:
+                        outputs.append(teacher_cls_outputs(teacher.module, points, writer.header))
                     else:
                         outputs.append(teacher(points, batch["label"].to(device)).cpu().numpy())
                 bar.update(points.shape[0])

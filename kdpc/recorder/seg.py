@@ -1,4 +1,5 @@
-"""Recording a part-segmentation teacher: per-point log-probs and features at the view's anchor points.
+"""Recording teacher features: a part-segmentation teacher's per-point log-probs and features at the view's anchor
+points, and a classifier's embedding of each view.
 
 Integration (the recorder loop in ``kdpc/recorder/run.py``), for ``ckpt.task == "partseg"``:
 
@@ -169,6 +170,35 @@ def teacher_seg_outputs(model: torch.nn.Module, points: torch.Tensor, category: 
         picked = torch.gather(feats.float(), 1, anchors[..., None].expand(-1, -1, feats.shape[-1]))
         out["features"] = project_features(picked, header).cpu().numpy().astype(np.float32)
     return out
+
+
+def global_feature_fields(teacher: Any, feature_dim: int | None) -> dict[str, Any]:
+    """The header fields of a classification store that keeps the teacher's embedding of every view (``feature_dim``
+    wide, randomly projected down when the teacher is wider); ``{}`` for ``feature_dim`` None or 0. Needs a kdpc
+    checkpoint teacher: foreign teachers give class scores only."""
+    if not feature_dim:
+        return {}
+    if feature_dim < 0:
+        raise KdpcError(f"--feature-dim must be >= 0, got {feature_dim}")
+    model = unwrap_model(teacher.module) if teacher.loaded.checkpoint is not None else None
+    if model is None or not callable(getattr(model, "forward_features", None)) or not getattr(model, "num_features", 0):
+        raise KdpcError(f"--feature-dim {feature_dim}: recording the teacher's embedding needs a kdpc checkpoint "
+                        f"teacher (this one is {teacher.kind}, which gives class scores only); record with "
+                        "--feature-dim 0")
+    teacher_dim = int(model.num_features)
+    proj = projection_info(teacher_dim, int(feature_dim))
+    return {"feature_dim": int(feature_dim) if proj else teacher_dim, "feature_projection": proj}
+
+
+@torch.inference_mode()
+def teacher_cls_outputs(model: torch.nn.Module, points: torch.Tensor, header: StoreHeader) -> dict[str, np.ndarray]:
+    """One forward of a kdpc classifier on a batch of recorded views: ``logprobs`` float32 ``[B, C]`` and
+    ``features`` float32 ``[B, D]``, its embedding right before the classifier head, projected as the header says."""
+    inner = unwrap_model(model)
+    feats = inner.forward_features(model_inputs(inner, points))
+    logprobs = F.log_softmax(inner.forward_head(feats).float(), dim=-1)
+    return {"logprobs": logprobs.cpu().numpy().astype(np.float32),
+            "features": project_features(feats, header).cpu().numpy().astype(np.float32)}
 
 
 def concat_seg_outputs(outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

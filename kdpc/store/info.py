@@ -56,7 +56,7 @@ def store_info(path: Any, accuracy: bool = True) -> dict[str, Any]:
             info["teacher_accuracy"] = reader.teacher_accuracy()
         except KdpcError as exc:
             info["problem"] = str(exc)
-    if header.task in ("partseg", "semseg"):
+    if header.task in ("partseg", "semseg") or header.feature_dim:
         records = max(header.num_records, 1)
         out_bytes = [v for k, v in info["array_bytes"].items() if k.startswith(OUTPUT_GROUP + "/")]
         info.update({
@@ -117,6 +117,12 @@ def format_info(info: dict[str, Any]) -> str:
         lines.insert(3, f"per view   {info['num_points']} points x {info['classes']} parts; features at "
                      f"{info.get('num_anchors')} anchors x {info.get('feature_dim')} dims"
                      + (f" (random projection from {proj.get('in_dim')}, seed {proj.get('seed')})" if proj else ""))
+    if info.get("task") == "cls" and info.get("feature_dim"):
+        proj = info.get("feature_projection") or {}
+        lines.insert(3, f"per view   the teacher's embedding, {info['feature_dim']} dims"
+                     + (f" (random projection from {proj.get('in_dim')}, seed {proj.get('seed')})" if proj else "")
+                     + (f", {info['feature_bytes_per_record']:.1f} bytes/record"
+                        if info.get("feature_bytes_per_record") is not None else ""))
     if info.get("task") == "semseg":
         proj = info.get("feature_projection") or {}
         per_point = info.get("output_bytes_per_point")

@@ -55,6 +55,8 @@ class RecordReader:
                              if s.name.startswith(OUTPUT_GROUP + "/") or s.name in (FEATURES, POINT_COUNT, POINT_OFFSET)}
         else:
             self._logprobs = np.empty((r, h.num_classes), dtype=np.float32)
+            # the teacher's embedding of every view, kept as stored (float16) and widened per `get`
+            self._features = np.empty((r, *h.feature_shape), dtype=np.float16) if h.feature_shape else None
         self._loaded = np.zeros(h.num_views, dtype=bool)
         self._all_loaded = False
         self._lock = threading.Lock()
@@ -153,12 +155,14 @@ class RecordReader:
         out = {k[len(prefix) :]: a for k, a in encoded.items() if k.startswith(prefix)}
         with np.errstate(all="ignore"):
             self._logprobs[start:stop] = self.codec.decode(out)
+        if self._features is not None:
+            self._features[start:stop] = encoded[FEATURES]
 
     def load_all(self) -> dict[str, np.ndarray]:
         """Load every view; returns the full columns (views into the reader's memory, do not modify).
 
         partseg: ids and params only (decoding every per-point output at once would take R*N*P*4 bytes); the
-        decoded ``logprobs``/``features``/``anchors`` come from ``get``."""
+        decoded ``logprobs``/``features``/``anchors`` come from ``get``. Classification ``features`` likewise."""
         if not self._all_loaded:
             self._load_views(np.arange(self.num_views))
         return self._columns(slice(None))
@@ -175,6 +179,8 @@ class RecordReader:
                 out.update(self._decode_seg(idx, out["seed"]))
             return out
         out["logprobs"] = self._logprobs[idx]
+        if self._features is not None and not (isinstance(idx, slice) and idx == slice(None)):
+            out["features"] = self._features[idx].astype(np.float32)
         return out
 
     def _decode_seg(self, idx: Any, seeds: np.ndarray) -> dict[str, np.ndarray]:
@@ -191,7 +197,8 @@ class RecordReader:
         return cols
 
     def get(self, indices: Any) -> dict[str, np.ndarray]:
-        """Columns of the given record ids: ``sample``, ``view``, every param, ``logprobs`` float32 [n, C].
+        """Columns of the given record ids: ``sample``, ``view``, every param, ``logprobs`` float32 [n, C], and for a
+        store that recorded the teacher's embeddings ``features`` float32 [n, D].
 
         partseg: ``logprobs`` float32 [n, N, P] (decoded now), and with anchors ``features`` float32 [n, M, D] and
         ``anchors`` int64 [n, M] (view-order point positions, ``kdpc.augment.anchor_indices(seed, N, M)``)."""

@@ -35,7 +35,7 @@ POINT_TASKS = ("partseg", "semseg")  # stores with per-point outputs and anchor 
 DEFAULT_CHUNK_RECORDS = 4096
 DEFAULT_SEG_CHUNK_RECORDS = 64  # a partseg record is ~10-20 kB, so blocks of 64 views are ~1 MB
 DEFAULT_SCENE_CHUNK_RECORDS = 8  # a scene view is up to num_points (6,000-80,000) points: blocks of 8 views
-SEG_FIELDS = ("num_anchors", "feature_dim", "feature_projection")  # header keys only point-task stores write
+SEG_FIELDS = ("num_anchors", "feature_dim", "feature_projection")  # header keys of stores that keep teacher features
 POINT_COUNT = "point_count"  # semseg: points of each recorded view
 POINT_OFFSET = "point_offset"  # semseg: first row of each view in the per-point arrays
 FEATURES = "features"
@@ -137,9 +137,10 @@ class StoreHeader:
     generation: str = field(default_factory=lambda: uuid.uuid4().hex)  # new for every store written; readers
     # notice a store replaced under them by it
     extra: dict = field(default_factory=dict)
-    # partseg only (absent from cls headers): teacher features at `num_anchors` points per view
-    # (kdpc.augment.anchor_indices), `feature_dim` wide after the optional fixed random projection
-    # `feature_projection` = {} or {"kind": "gaussian", "seed": int, "in_dim": Dt, "out_dim": feature_dim}
+    # partseg / semseg: teacher features at `num_anchors` points per view (kdpc.augment.anchor_indices);
+    # cls: the teacher's global embedding of each view (num_anchors 0). Both `feature_dim` wide after the optional
+    # fixed random projection `feature_projection` = {} or {"kind": "gaussian", "seed": int, "in_dim": Dt,
+    # "out_dim": feature_dim}; a store without features has feature_dim 0 (and the keys are absent from its header)
     num_anchors: int = 0
     feature_dim: int = 0
     feature_projection: dict = field(default_factory=dict)
@@ -186,8 +187,8 @@ class StoreHeader:
         self.codec_obj()  # raises KdpcError for unknown codecs / bad K
         if self.task in POINT_TASKS:
             self._validate_seg()
-        elif self.num_anchors or self.feature_dim or self.feature_projection:
-            raise KdpcError("num_anchors / feature_dim / feature_projection are for partseg / semseg stores only")
+        else:
+            self._validate_global_features()
         names = [p.name for p in self.params]
         if len(set(names)) != len(names) or RESERVED_NAMES & set(names):
             raise KdpcError(f"augmentation parameter names {names} repeat or clash with {sorted(RESERVED_NAMES)}")
@@ -207,6 +208,22 @@ class StoreHeader:
             raise KdpcError(f"a {self.task} store with anchors needs feature_dim >= 1")
         if not self.num_anchors and (self.feature_dim or self.feature_projection):
             raise KdpcError("feature_dim / feature_projection need num_anchors >= 1")
+        self._validate_projection()
+
+    def _validate_global_features(self) -> None:
+        """cls: an optional global embedding per view (``feature_dim`` >= 1), never anchors."""
+        if self.num_anchors:
+            raise KdpcError("num_anchors is for partseg / semseg stores only (a classification store keeps one "
+                            "embedding per view: feature_dim)")
+        value = self.feature_dim
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise KdpcError(f"record header feature_dim must be an integer >= 0, got {value!r}")
+        self.feature_dim = int(value)
+        if self.feature_projection and not self.feature_dim:
+            raise KdpcError("feature_projection needs feature_dim >= 1")
+        self._validate_projection()
+
+    def _validate_projection(self) -> None:
         proj = self.feature_projection
         if proj:
             if proj.get("kind") != "gaussian" or set(proj) != {"kind", "seed", "in_dim", "out_dim"}:
@@ -222,6 +239,14 @@ class StoreHeader:
         return get_codec(self.codec, self.num_classes)
 
     # -------------------------------------------------------------------------------------------- geometry
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """Per-record shape of the stored teacher features: ``(num_anchors, feature_dim)`` for point tasks,
+        ``(feature_dim,)`` for classification; ``()`` when the store keeps none."""
+        if self.task in POINT_TASKS:
+            return (self.num_anchors, self.feature_dim) if self.num_anchors else ()
+        return (self.feature_dim,) if self.feature_dim else ()
+
     @property
     def num_records(self) -> int:
         return self.num_samples * self.num_views
@@ -283,8 +308,8 @@ class StoreHeader:
             if f.name == "params":
                 value = [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in value]
             out[f.name] = jsonable(value)
-        if self.task not in POINT_TASKS:  # cls headers stay exactly as before partseg existed
-            for name in SEG_FIELDS:
+        if self.task not in POINT_TASKS:  # cls headers without features stay exactly as before partseg existed
+            for name in SEG_FIELDS if not self.feature_dim else ("num_anchors",):
                 out.pop(name, None)
         out = json.loads(json.dumps(out))  # normalised: what a store round-trip gives back
         out[CHECKSUM] = header_checksum(out)
@@ -401,9 +426,10 @@ def record_array_specs(header: StoreHeader) -> list[ArraySpec]:
             dims = ("record",) + _tail_dims(header, name, tail)
             specs.append(ArraySpec(f"{OUTPUT_GROUP}/{name}", (r, *tail), str(np.dtype(dtype)), (c, *tail), dims,
                                    "record"))
-    if header.task in POINT_TASKS and header.num_anchors:
-        tail = (header.num_anchors, header.feature_dim)
-        specs.append(ArraySpec(FEATURES, (r, *tail), "float16", (c, *tail), ("record", "anchor", "feature"), "record"))
+    tail = header.feature_shape
+    if tail:
+        dims = ("record", "anchor", "feature") if len(tail) == 2 else ("record", "feature")
+        specs.append(ArraySpec(FEATURES, (r, *tail), "float16", (c, *tail), dims, "record"))
     return specs
 
 
@@ -432,14 +458,14 @@ def param_names(header: StoreHeader) -> list[str]:
 
 
 def column_names(header: StoreHeader) -> list[str]:
-    """The columns ``RecordWriter.write_block`` takes and ``RecordReader.get`` returns (partseg stores with anchors
-    add ``features``; ``RecordReader.get`` also returns ``anchors`` for them; semseg stores take ``point_count``
-    and the views' ``logprobs`` rows concatenated)."""
+    """The columns ``RecordWriter.write_block`` takes and ``RecordReader.get`` returns (stores with teacher features
+    add ``features``; ``RecordReader.get`` also returns ``anchors`` for point tasks; semseg stores take
+    ``point_count`` and the views' ``logprobs`` rows concatenated)."""
     cols = ["sample", "view", *param_names(header)]
     if header.task == "semseg":
         cols.append(POINT_COUNT)
     cols.append("logprobs")
-    if header.task in POINT_TASKS and header.num_anchors:
+    if header.feature_shape:
         cols.append(FEATURES)
     return cols
 
@@ -465,7 +491,8 @@ ARRAY_DOCS = {
                "augment `mix > 0`)",
     "mix": "mix views: the fraction of points from `partner`, 0 for a plain view (only if augment `mix > 0`)",
     OUTPUT_GROUP: "teacher output, arrays per codec (section 4)",
-    FEATURES: "teacher features at the view's anchors (only `partseg` with `num_anchors > 0`; section 8)",
+    FEATURES: "teacher features: `[R, D]` the view's global embedding (`cls` with `feature_dim > 0`), `[R, M, D]` at "
+              "the view's anchors (`partseg` with `num_anchors > 0`; section 8)",
     LABELS: "ground-truth label per *sample* (`-1` = unknown; int32 if `C > 32767`); the object category for "
             "`partseg`",
     BLOCKS_DONE: "1 when block `b` is fully written, else 0",

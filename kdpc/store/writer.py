@@ -392,10 +392,10 @@ class RecordWriter:
     def _prepare_features(self, block: int, start: int, n: int, values: Any) -> np.ndarray:
         h = self._header
         feats = np.asarray(values)
-        want = (n, h.num_anchors, h.feature_dim)
+        want = (n, *h.feature_shape)
         if feats.shape != want:
-            raise ValueError(f"block {block}: features must have shape {want} (already at the anchors and projected), "
-                             f"got {feats.shape}")
+            where = "at the anchors and projected" if len(want) == 3 else "one embedding per view, projected"
+            raise ValueError(f"block {block}: features must have shape {want} (already {where}), got {feats.shape}")
         if not np.issubdtype(feats.dtype, np.floating):
             raise ValueError(f"block {block}: features must be floating point, got {feats.dtype}")
         dtype = self._record_specs[FEATURES].dtype

@@ -92,7 +92,7 @@ def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress:
 
 # ------------------------------------------------------------------------------------------------------ merge
 _SAME_DATA = ("task", "num_samples", "num_classes", "class_names", "num_points", "augment", "view_stream", "params",
-              "num_anchors", "feature_dim", "feature_projection")  # the last three: partseg stores only
+              "num_anchors", "feature_dim", "feature_projection")  # the last three: stores with teacher features
 
 
 def _describe(value: Any) -> str:
@@ -204,6 +204,9 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
     if len(set(map(str, teachers))) != len(teachers):
         raise KdpcError("cannot merge: some inputs share a teacher and others do not; merge the views of each teacher "
                         "first, then make the ensemble")
+    if any(h.feature_dim for h in headers):
+        raise KdpcError("cannot make an ensemble of stores that keep the teachers' embeddings (different teachers "
+                        "embed in different spaces, which do not average); record them with --feature-dim 0")
     return _merge_ensemble(backends, headers, names, labels, output, weights, codec)
 
 
