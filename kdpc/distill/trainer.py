@@ -227,7 +227,11 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     trainable = student if srkd is None else torch.nn.ModuleDict({"student": student, "srkd": srkd})
     projector = None
     if feature_weight:
-        projector = EmbeddingProjector(int(student.num_features), teacher_dim).to(device)
+        student_dim = getattr(student, "num_features", None)
+        if not isinstance(student_dim, int) or student_dim < 1:
+            raise KdpcError(f"embedding matching needs the student's embedding width (`num_features`); {cfg.student} "
+                            "does not say it: pass --feature-weight 0")
+        projector = EmbeddingProjector(student_dim, teacher_dim).to(device)
         trainable = torch.nn.ModuleDict({"student": student, "projector": projector})
     loader, optimizer, scheduler = build_optimisation(cfg, views, trainable, world, device, collate_fn=collate)
     projector_step = wrap_ddp(projector, device, world) if projector is not None and world.enabled else projector
