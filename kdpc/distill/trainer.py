@@ -247,13 +247,6 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     steps_per_epoch = max(1, len(loader))
     gather_grad = partial(all_gather_cat_with_grad, world=world)
     relation_objective = partial(answer_relation_loss, gather=gather_grad)
-
-    def teacher_embedding(batch: dict[str, Any], points: torch.Tensor) -> torch.Tensor:
-        if teacher is None:
-            return batch["teacher_features"].to(device, non_blocking=True).float()
-        inner = unwrap_model(teacher)
-        with torch.inference_mode():
-            return inner.forward_features(model_inputs(inner, points)).float().clone()
     use_nwsd = cfg.nwsd_weight != 0
     self_target = None
     if use_nwsd:
@@ -290,12 +283,20 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             return scene_step(batch)
         points = batch["points"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
+        teacher_features = None  # the teacher's embedding of the views, for the embedding term
         if teacher is not None:
             with torch.inference_mode():
-                teacher_logprobs = F.log_softmax(model_forward(teacher, points, label).float(), dim=-1)
+                if projector is not None:  # one forward gives the online teacher's embedding and its answers
+                    teacher_features, teacher_logits = model_features_and_logits(teacher, model_inputs(teacher, points))
+                    teacher_features = teacher_features.float().clone()
+                else:
+                    teacher_logits = model_forward(teacher, points, label)
+                teacher_logprobs = F.log_softmax(teacher_logits.float(), dim=-1)
             teacher_logprobs = teacher_logprobs.clone()
         else:
             teacher_logprobs = batch["teacher_logprobs"].to(device, non_blocking=True).float()
+            if projector is not None:
+                teacher_features = batch["teacher_features"].to(device, non_blocking=True).float()
         if srkd is not None:  # segmentation: CE + per-point KD + affinity and cross-sample relations (SRKD)
             on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
             logits, terms, total = srkd(model, points, label, {**on_device, "teacher_logprobs": teacher_logprobs})
@@ -315,7 +316,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                 terms["relation"] = relation_objective(features, teacher_logprobs)
                 total = total + cfg.relation_weight * terms["relation"]
             if projector is not None:
-                terms["embedding"] = embedding_contrast_loss(projector_step(features), teacher_embedding(batch, points),
+                terms["embedding"] = embedding_contrast_loss(projector_step(features), teacher_features,
                                                              cfg.feature_temperature, gather=gather_grad)
                 total = total + feature_weight * terms["embedding"]
         target = batch["parts"].to(device) if task == "partseg" else label
