@@ -193,12 +193,15 @@ class StoreHeader:
         if len(set(names)) != len(names) or RESERVED_NAMES & set(names):
             raise KdpcError(f"augmentation parameter names {names} repeat or clash with {sorted(RESERVED_NAMES)}")
 
-    def _validate_seg(self) -> None:
-        for name in ("num_points", "num_anchors", "feature_dim"):
+    def _non_negative_ints(self, *names: str) -> None:
+        for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise KdpcError(f"record header {name} must be an integer >= 0, got {value!r}")
             setattr(self, name, int(value))
+
+    def _validate_seg(self) -> None:
+        self._non_negative_ints("num_points", "num_anchors", "feature_dim")
         if self.num_points < 1:
             raise KdpcError(f"a {self.task} store needs num_points >= 1 (the {'most ' if self.task == 'semseg' else ''}"
                             "points of every view)")
@@ -215,10 +218,7 @@ class StoreHeader:
         if self.num_anchors:
             raise KdpcError("num_anchors is for partseg / semseg stores only (a classification store keeps one "
                             "embedding per view: feature_dim)")
-        value = self.feature_dim
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise KdpcError(f"record header feature_dim must be an integer >= 0, got {value!r}")
-        self.feature_dim = int(value)
+        self._non_negative_ints("feature_dim")
         if self.feature_projection and not self.feature_dim:
             raise KdpcError("feature_projection needs feature_dim >= 1")
         self._validate_projection()
