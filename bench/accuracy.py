@@ -1,14 +1,16 @@
 """Does offline distillation make the small student better?  The paired-seed benchmark of docs/benchmarks.md.
 
 One teacher (the shipped recipe: pointmlp-tiny, 60 epochs, no label smoothing), recorded once (50 views, the
-recorder's own view stream, with the teacher's 256-dim embedding of every view: --feature-dim); then for every student and every seed the arms below, each seed's arms sharing the
+recorder's own view stream, with the teacher's 256-dim embedding of every view: --feature-dim, kdpc record's
+default); then for every student and every seed the arms below, each seed's arms sharing the
 student's initialisation seed and data order where the code allows. Every run keeps the epoch chosen on the
 validation split; the test split is scored once at the end and never chooses anything.
 
   ce       the student trained alone (kdpc train)
-  kd       offline KD from the records with kdpc distill's defaults (DIST relations at T 2; with the recorded
-           teacher embeddings, --feature-dim, also the embedding matching of kdpc.distill.embedding)
+  kd       offline KD from the records with kdpc distill's defaults (DIST relations at T 2, and for a student
+           whose embedding is at least as wide as the recorded one the embedding matching of kdpc.distill.embedding)
   dist     kd without the embedding matching (--feature-weight 0: the default before 2026-12-03)
+  emb      kd with the embedding matching for every student (--feature-weight 10)
   kdlin    kd with the KD weight falling linearly from 1 to 0 over the run (--kd-schedule linear)
   kl       offline KD with Hinton's KL at T 2 instead (the default before DIST)
   nwsd     kd + negative-weight self-distillation (sharpen, -0.2)
@@ -45,7 +47,8 @@ from common import machine_line, markdown_table  # noqa: E402
 ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
         "online": "online KD", "nokd": "recorded views, no KD",
         "zkl": "offline KD, z-scored KL", "zkl9": "offline KD, z-scored KL (KD 9, CE 0.1)",
-        "rel": "offline KD + answer relations", "kdlin": "offline KD, KD weight 1 -> 0"}
+        "rel": "offline KD + answer relations", "kdlin": "offline KD, KD weight 1 -> 0",
+        "emb": "offline KD + embedding matching"}
 
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +184,7 @@ def main() -> None:
     arm_cfg = {"kd": {}, "dist": {"feature_weight": 0.0}, "kl": {"kd_objective": "kl", "temperature": 2.0},
                "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0, "feature_weight": 0.0},
                "zkl": {"kd_objective": "zkl"}, "zkl9": {"kd_objective": "zkl", "kd_weight": 9.0, "ce_weight": 0.1},
-               "rel": {"relation_weight": 10.0}, "kdlin": {"kd_schedule": "linear"},
+               "rel": {"relation_weight": 10.0}, "kdlin": {"kd_schedule": "linear"}, "emb": {"feature_weight": 10.0},
                "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views}}
     specs = []
     for student in students:
@@ -211,7 +214,7 @@ def main() -> None:
         rows += student_rows(results, student, arms, teacher_oa)
     checks = []
     for student in students:
-        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "dist", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("kd", "nokd", 0.0),
+        for arm, base, goal in (("kd", "ce", 0.0), ("kd", "dist", 0.0), ("kd", "kl", 0.0), ("kd", "online", -0.3), ("kd", "nokd", 0.0), ("emb", "ce", 0.0),
                                 ("nwsd", "kd", 0.0), ("kdlin", "kd", 0.0)):
             diff = paired(results, student, arm, base)
             if diff:

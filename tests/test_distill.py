@@ -16,6 +16,7 @@ from kdpc.augment import AugmentConfig, PointAugmentConfig
 from kdpc.checkpoint import load_checkpoint
 from kdpc.data import create_dataset
 from kdpc.distill.dataset import RecordedViews, check_provenance, view_schedule
+from kdpc.distill.trainer import FEATURE_WEIGHT
 from kdpc.errors import KdpcError
 from kdpc.recorder.views import RecordViews
 from kdpc.store import RecordReader
@@ -205,7 +206,9 @@ def test_nwsd_is_off_by_default_and_then_has_no_self_distillation_term(tiny_stor
     out = tmp_path / "plain-kd"
     run_kdpc(*distill_args(tiny_store, out))
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    assert "loss/nwsd" not in row and row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"], rel=1e-3)
+    # the tiny store keeps the teacher's 128-dim embedding, as wide as the student's: embedding matching is on
+    assert "loss/nwsd" not in row and row["loss/total"] == pytest.approx(
+        row["loss/ce"] + row["loss/kd"] + FEATURE_WEIGHT * row["loss/embedding"], rel=1e-3)
 
 
 def test_relation_weight_adds_the_answer_relation_term(tiny_store, tmp_path):
@@ -217,7 +220,8 @@ def test_relation_weight_adds_the_answer_relation_term(tiny_store, tmp_path):
     assert "loss/relation" not in first["plain"]
     row = first["related"]
     assert 0.0 < row["loss/relation"] < 4.0  # squared differences of correlations
-    assert row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"] + 0.5 * row["loss/relation"], rel=1e-3)
+    assert row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"] + 0.5 * row["loss/relation"]
+                                              + FEATURE_WEIGHT * row["loss/embedding"], rel=1e-3)
     assert yaml.safe_load((related / "config.yaml").read_text())["relation_weight"] == 0.5
 
 
@@ -233,7 +237,9 @@ def test_classifiers_distil_with_dist_by_default_and_kl_or_zkl_on_request(tiny_s
     # T^2 (1 - Pearson) lies in [0, 2 T^2] for each of the two relation terms (T = 2); the KL is another number
     assert 0.0 < rows["dist"]["loss/kd"] < 16.0 and rows["dist"]["loss/kd"] != pytest.approx(rows["kl"]["loss/kd"])
     assert rows["zkl"]["loss/kd"] > 0.0 and rows["zkl"]["loss/kd"] != pytest.approx(rows["kl"]["loss/kd"])
-    assert rows["dist"]["loss/total"] == pytest.approx(rows["dist"]["loss/ce"] + rows["dist"]["loss/kd"], rel=1e-3)
+    row = rows["dist"]
+    assert row["loss/total"] == pytest.approx(row["loss/ce"] + row["loss/kd"] + FEATURE_WEIGHT * row["loss/embedding"],
+                                              rel=1e-3)
     with pytest.raises(KdpcError, match="--kd-objective"):
         from kdpc.distill.trainer import DistillConfig
 

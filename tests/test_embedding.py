@@ -69,7 +69,7 @@ def test_recorded_embeddings_are_the_teachers_projected_embedding_of_the_replaye
     assert np.abs(np.exp(cols["logprobs"]) - np.exp(logprobs)).max() < 0.01  # the u8log codec's resolution
 
 
-def test_distill_matches_the_embedding_by_default_when_the_store_keeps_it(feature_store, tiny_store, tmp_path):
+def test_distill_matches_the_embedding_by_default_when_the_store_keeps_it(feature_store, tiny_teacher, tmp_path):
     out = tmp_path / "auto"
     proc = run_kdpc("distill", "--records", str(feature_store), "--epochs", "1", "--batch-size", "16",
                     "--device", "cpu", "--out", str(out))
@@ -87,10 +87,20 @@ def test_distill_matches_the_embedding_by_default_when_the_store_keeps_it(featur
              "--feature-weight", "0", "--out", str(off))
     assert "loss/embedding" not in json.loads((off / "metrics.jsonl").read_text().splitlines()[0])
 
-    plain = tmp_path / "plain"  # a store without embeddings: auto is off, asking for the term is one clear line
-    proc = run_kdpc("distill", "--records", str(tiny_store), "--epochs", "1", "--device", "cpu", "--out", str(plain))
+    narrow = tmp_path / "narrow"  # a student narrower than the recorded embeddings: auto leaves the term off
+    proc = run_kdpc("distill", "--records", str(feature_store), "--epochs", "1", "--batch-size", "16", "--device",
+                    "cpu", "--set", "student_cfg.widths=[8,12]", "--out", str(narrow))
+    assert "embedding matching off: pointnet-tiny's embedding (12) is narrower than the teacher's 16" in proc.stdout
+    assert "loss/embedding" not in json.loads((narrow / "metrics.jsonl").read_text().splitlines()[0])
+
+    plain_store = tmp_path / "plain.zarr"  # a store without embeddings: auto is off, asking for the term is one line
+    run_kdpc("record", "--teacher", str(tiny_teacher), "--views", "1", "--feature-dim", "0", "--device", "cpu",
+             "--out", str(plain_store))
+    assert RecordReader(str(plain_store)).header.feature_dim == 0
+    plain = tmp_path / "plain"
+    proc = run_kdpc("distill", "--records", str(plain_store), "--epochs", "1", "--device", "cpu", "--out", str(plain))
     assert "embedding matching" not in proc.stdout
-    proc = run_kdpc("distill", "--records", str(tiny_store), "--epochs", "1", "--device", "cpu", "--feature-weight",
+    proc = run_kdpc("distill", "--records", str(plain_store), "--epochs", "1", "--device", "cpu", "--feature-weight",
                     "1", "--out", str(tmp_path / "asked"), check=False)
     assert_one_line_error(proc, "--feature-weight 1", "kdpc record --feature-dim")
     proc = run_kdpc("distill", "--records", str(feature_store), "--feature-weight", "-1", "--out",
@@ -136,16 +146,41 @@ def test_record_refuses_embeddings_it_cannot_get(tiny_teacher, tmp_path):
     assert_one_line_error(proc, "needs a kdpc checkpoint teacher", "--feature-dim 0")
 
 
-def test_ensembles_of_stores_with_embeddings_are_refused(tiny_teacher, feature_store, tmp_path):
+def test_ensembles_keep_the_answers_and_leave_the_embeddings_out(tiny_teacher, feature_store, tmp_path):
     other = tmp_path / "teacher2.pt"
     run_kdpc("train", "--model", "pointnet-tiny", *TINY_DATA_OPTS, "--epochs", "1", "--batch-size", "8", "--seed", "3",
              "--device", "cpu", "--out", str(other))
     second = tmp_path / "second.zarr"
     run_kdpc("record", "--teacher", str(other), "--views", "2", "--feature-dim", "16", "--device", "cpu",
              "--out", str(second))
-    proc = run_kdpc("records", "merge", str(feature_store), str(second), "--out", str(tmp_path / "ens.zarr"),
-                    check=False)
-    assert_one_line_error(proc, "embed in different spaces", "--feature-dim 0")
+    ens = tmp_path / "ens.zarr"
+    proc = run_kdpc("records", "merge", str(feature_store), str(second), "--out", str(ens))
+    assert "ensemble of 2 teachers" in proc.stdout and "the teachers' embeddings are left out" in proc.stdout
+    merged = RecordReader(str(ens))
+    assert merged.header.feature_dim == 0 and "feature_dim" not in merged.header.to_dict()
+    cols = merged.get(np.arange(5))
+    assert "features" not in cols
+    a, b = RecordReader(str(feature_store)).get(np.arange(5)), RecordReader(str(second)).get(np.arange(5))
+    mix = np.log(0.5 * np.exp(a["logprobs"]) + 0.5 * np.exp(b["logprobs"]))
+    assert np.abs(np.exp(cols["logprobs"]) - np.exp(mix)).max() < 0.02  # the average of the two teachers' answers
+
+
+def test_record_keeps_the_embedding_by_default_for_kdpc_teachers_only(tiny_teacher, tiny_store, tmp_path):
+    h = RecordReader(str(tiny_store)).header  # recorded without --feature-dim
+    assert h.feature_dim == 128 and h.feature_projection == {}  # the 128-dim teacher is narrower than the default
+    plain = tmp_path / "plain.zarr"  # an interrupted store without embeddings resumes as it was begun
+    run_kdpc("record", "--teacher", str(tiny_teacher), "--views", "2", "--feature-dim", "0", "--chunk-records", "64",
+             "--device", "cpu", "--out", str(plain))
+    run_kdpc("record", "--teacher", str(tiny_teacher), "--views", "2", "--chunk-records", "64", "--device", "cpu",
+             "--out", str(plain), "--resume")
+    assert RecordReader(str(plain)).header.feature_dim == 0
+    scripted = tmp_path / "scripted.pt"  # a foreign teacher gives class scores only: nothing to keep, no error
+    model = load_checkpoint(tiny_teacher).build_model("cpu").eval()
+    torch.jit.trace(model, torch.randn(2, 32, 3)).save(str(scripted))
+    out = tmp_path / "ts.zarr"
+    run_kdpc("record", "--teacher", str(scripted), "--dataset", "synthetic", *TINY_DATA_OPTS, "--views", "1",
+             "--device", "cpu", "--out", str(out))
+    assert RecordReader(str(out)).header.feature_dim == 0
 
 
 def test_contrast_loss_is_infonce_over_the_batch():
@@ -163,3 +198,23 @@ def test_contrast_loss_is_infonce_over_the_batch():
     assert EmbeddingProjector(5, 7)(torch.randn(3, 5)).shape == (3, 7)
     with pytest.raises(KdpcError, match="one width"):
         embedding_contrast_loss(torch.randn(4, 3), torch.randn(4, 5))
+
+
+def test_verify_with_the_teacher_recomputes_the_embeddings(tiny_teacher, feature_store, monkeypatch):
+    proc = run_kdpc("records", "verify", str(feature_store), "--teacher", str(tiny_teacher), "--check", "20", "--json")
+    report = json.loads(proc.stdout)
+    assert report["ok"] and report["replay"]["checked"] == 20
+    assert 0 <= report["replay"]["feature_max_abs_error"] < 0.01 and "embeddings max |error|" in report["replay"]["message"]
+
+    import kdpc.recorder.seg as seg
+    from kdpc.recorder.replay_check import replay_check
+
+    honest = seg.teacher_cls_outputs
+
+    def drifted(model, points, header):  # a store whose embeddings are not this teacher's
+        out = honest(model, points, header)
+        return {**out, "features": out["features"] + 0.05}
+
+    monkeypatch.setattr(seg, "teacher_cls_outputs", drifted)
+    result = replay_check(str(feature_store), str(tiny_teacher), 20, device="cpu")
+    assert not result["ok"] and "OUTSIDE float16" in result["message"]

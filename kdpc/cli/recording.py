@@ -50,8 +50,8 @@ def teacher_options(fn):
 @click.option("--chunk-records", type=int, default=None, help="Records per chunk/block.")
 @click.option("--feature-dim", type=int, default=None,
               help="Teacher features kept per view, this wide (randomly projected from a wider teacher): a "
-                   "classifier's embedding of the view (default 0: none; kdpc checkpoint teachers), a part or scene "
-                   "teacher's features at each anchor (default 32).")
+                   "classifier's embedding of the view (default 256 for kdpc checkpoint teachers, none for others; "
+                   "0: none), a part or scene teacher's features at each anchor (default 32).")
 @click.option("--amp", "precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
               help="Run the teacher under autocast at bf16 / fp16 (default fp32, TF32 off). The store keeps it; "
                    "`records verify --teacher` allows that precision's measured error.")

@@ -1,13 +1,14 @@
 """Classification: the student's embedding matched to the teacher's recorded embedding of the same view.
 
-A store recorded with ``kdpc record --feature-dim D`` keeps, per view, the teacher's embedding right before its
-classifier head (``features`` ``[R, D]``). ``kdpc distill`` then adds the term below (``--feature-weight``; on by
-default for such a store): a linear ``EmbeddingProjector`` maps the student's embedding into the teacher's space,
-and a contrastive loss asks each projected view to be closer to the teacher's embedding of the same view than to
-the teacher's embeddings of the other views in the batch (InfoNCE with in-batch negatives: the objective of
-contrastive representation distillation, Tian, Krishnan & Isola, ICLR 2020, without its memory bank). The
-projector is trained with the student and dropped afterwards. It helps a student with local features and costs
-the 21k-parameter PointNet about a point (docs/method.md): record the embeddings for the former.
+A classification store recorded from a kdpc checkpoint keeps, per view, the teacher's embedding right before its
+classifier head (``features`` ``[R, D]``; ``kdpc record --feature-dim D``, default 256). ``kdpc distill`` then adds
+the term below (``--feature-weight``; on by default for a student whose embedding is at least D wide): a linear
+``EmbeddingProjector`` maps the student's embedding into the teacher's space, and a contrastive loss asks each
+projected view to be closer to the teacher's embedding of the same view than to the teacher's embeddings of the
+other views in the batch (InfoNCE with in-batch negatives: the objective of contrastive representation
+distillation, Tian, Krishnan & Isola, ICLR 2020, without its memory bank). The projector is trained with the
+student and dropped afterwards. It helps a student with local features and costs the 21k-parameter PointNet, whose
+128-dim embedding is narrower than the recorded one, about a point (docs/method.md): hence the default by width.
 """
 
 from __future__ import annotations

@@ -53,8 +53,9 @@ class DistillConfig(FitConfig):
     kd_schedule: str = "auto"
     relation_weight: float = 0.0  # classification: the teacher's answer relations asked of the student's embedding
     # classification: the student's embedding matched to the teacher's recorded one (kdpc.distill.embedding);
-    # None = auto: FEATURE_WEIGHT when the store keeps the teacher's embeddings (kdpc record --feature-dim), else 0
-    # (also for --online-teacher, where it must be asked for)
+    # None = auto: FEATURE_WEIGHT when the store keeps the teacher's embeddings (kdpc record's default for kdpc
+    # checkpoint classifiers) and the student's embedding is at least as wide, else 0 (also for --online-teacher,
+    # where it must be asked for)
     feature_weight: float | None = None
     feature_temperature: float = DEFAULT_FEATURE_TEMPERATURE
     nwsd_weight: float = 0.0  # off: measured neutral under the honest protocol (docs/method.md); -0.2 turns it on
@@ -210,9 +211,15 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
 
     views, collate = _views(cfg, train_set, reader, augment, run_seed, num_views)
     teacher_dim = _teacher_embedding_width(reader, teacher) if task == "cls" else 0
-    feature_weight = _feature_weight(cfg.feature_weight, teacher_dim, reader is None)
+    student_dim = getattr(student, "num_features", None)
+    student_dim = student_dim if isinstance(student_dim, int) and student_dim > 0 else 0
+    feature_weight = _feature_weight(cfg.feature_weight, teacher_dim, reader is None, student_dim)
     if feature_weight:
         log(f"embedding matching: weight {feature_weight:g}, the teacher's {teacher_dim}-dim embedding of each view")
+    elif cfg.feature_weight is None and teacher_dim and reader is not None:
+        log(f"embedding matching off: {cfg.student}'s embedding ({student_dim or 'width unknown'}) is narrower than "
+            f"the teacher's {teacher_dim} recorded dims (it costs such a student, docs/method.md); "
+            "--feature-weight 10 turns it on")
     srkd = None
     if task in ("partseg", "semseg"):
         srkd_cfg = srkd_options(task, cfg.srkd, online=reader is None)
@@ -227,8 +234,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     trainable = student if srkd is None else torch.nn.ModuleDict({"student": student, "srkd": srkd})
     projector = None
     if feature_weight:
-        student_dim = getattr(student, "num_features", None)
-        if not isinstance(student_dim, int) or student_dim < 1:
+        if not student_dim:
             raise KdpcError(f"embedding matching needs the student's embedding width (`num_features`); {cfg.student} "
                             "does not say it: pass --feature-weight 0")
         projector = EmbeddingProjector(student_dim, teacher_dim).to(device)
@@ -422,11 +428,13 @@ def _teacher_embedding_width(reader: Any, teacher: Any) -> int:
     return int(getattr(inner, "num_features", 0) or 0) if callable(getattr(inner, "forward_features", None)) else 0
 
 
-def _feature_weight(given: float | None, teacher_dim: int, online: bool) -> float:
+def _feature_weight(given: float | None, teacher_dim: int, online: bool, student_dim: int) -> float:
     """``--feature-weight`` resolved: auto (None) is ``FEATURE_WEIGHT`` for a store that keeps the teacher's
-    embeddings (recording them is the opt-in) and 0 otherwise; asking for the term without them is an error."""
+    embeddings and a student whose embedding is at least as wide as them, and 0 otherwise (a narrower student,
+    like the 128-dim PointNet, pays for telling views apart with accuracy: docs/method.md); asking for the term
+    without recorded embeddings is an error."""
     if given is None:
-        return FEATURE_WEIGHT if teacher_dim and not online else 0.0
+        return FEATURE_WEIGHT if teacher_dim and not online and student_dim >= teacher_dim else 0.0
     if given and not teacher_dim:
         raise KdpcError(f"--feature-weight {given:g}: " + (
             "the online teacher has no embedding to match (a kdpc checkpoint has one)" if online else

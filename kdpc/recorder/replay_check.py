@@ -10,6 +10,7 @@ import torch
 
 from ..augment import params_at, replay_view
 from ..distill.dataset import recorded_dataset
+from ..models.base import unwrap_model
 from ..teachers import Teacher, load_teacher
 from ..training.runtime import resolve_device
 from .precision import replay_tolerance
@@ -67,11 +68,23 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
     worst = float((error - bound)[bounded].max()) if bounded.any() else 0.0
     argmax_agree = float((replayed.argmax(1) == stored_logprobs.argmax(1)).mean())
     ok = worst <= 0.0 and argmax_agree >= min_agreement
+    message = (f"max |log-prob error| {max_error:.3g} ({'within' if ok else 'OUTSIDE'} the {header.codec} codec "
+               f"bound + {tolerance:g} for a teacher recorded at {precision}); argmax agreement "
+               f"{100 * argmax_agree:.1f}%")
+    feature_error = None
+    if header.feature_dim and callable(getattr(unwrap_model(loaded.module), "forward_features", None)):
+        from .seg import teacher_cls_outputs  # the teacher's embedding of each view, recomputed
+
+        fresh = teacher_cls_outputs(loaded.module, torch.from_numpy(np.stack(views)).to(dev), header)["features"]
+        diff = np.abs(stored["features"] - fresh)
+        rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
+        feature_error = float(diff.max()) if diff.size else 0.0
+        features_ok = bool((diff <= rtol * np.abs(fresh) + tolerance).all())
+        ok = ok and features_ok
+        message += f"; embeddings max |error| {feature_error:.3g} ({'within' if features_ok else 'OUTSIDE'} float16)"
     return {"ok": ok, "checked": int(records.size), "max_abs_error": max_error, "argmax_agreement": argmax_agree,
-            "precision": precision, "tolerance": tolerance,
-            "message": f"max |log-prob error| {max_error:.3g} ({'within' if ok else 'OUTSIDE'} the {header.codec} codec "
-                       f"bound + {tolerance:g} for a teacher recorded at {precision}); argmax agreement "
-                       f"{100 * argmax_agree:.1f}%"}
+            "feature_max_abs_error": feature_error, "precision": precision, "tolerance": tolerance,
+            "message": message}
 
 
 # Stored features are float16; a different batch composition moves float32 features by ~1e-6 relative.

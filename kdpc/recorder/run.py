@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ class RecordConfig:
     augment: dict[str, Any] = field(default_factory=dict)
     anchors: int | None = None  # segmentation: points per view whose teacher features are kept
     # width of the stored (projected) teacher features: per anchor for parts and scenes (default 32); for
-    # classification the teacher's embedding of each view (default 0: none; kdpc checkpoint teachers only)
+    # classification the teacher's embedding of each view (default 256 for kdpc checkpoint teachers, none for the
+    # others; 0: none; resuming keeps what the store has)
     feature_dim: int | None = None
     resume: bool = False
     overwrite: bool = False
@@ -148,6 +149,17 @@ def record(cfg: RecordConfig, log=print, show_progress: bool = True, *, teacher:
                        show_progress and world.is_main, teacher, dataset)
 
 
+def _recorded_feature_dim(out: Any) -> int | None:
+    """The embedding width of the classification store being resumed (0: none); None when there is no store to
+    read (the writer then says so)."""
+    from ..store.backends import open_store, read_header
+
+    try:
+        return int(read_header(open_store(out, "r")).feature_dim)
+    except (KdpcError, OSError):
+        return None
+
+
 def _quiet(*_args: Any, **_kwargs: Any) -> None:
     pass
 
@@ -163,7 +175,10 @@ def _record(cfg: RecordConfig, device: torch.device, world: World, log, show_pro
         teacher.bind(dataset, device)
         augment = view_augment(cfg, dataset)
         out = cfg.out or default_out(dataset.name)
-        return teacher, dataset, augment, out, build_header(cfg, teacher, dataset, augment)
+        run_cfg = cfg
+        if cfg.resume and cfg.feature_dim is None and teacher.task == "cls":  # auto keeps what the store has
+            run_cfg = replace(cfg, feature_dim=_recorded_feature_dim(out))
+        return teacher, dataset, augment, out, build_header(run_cfg, teacher, dataset, augment)
 
     teacher, dataset, augment, out, header = everywhere(world, prepare)
     mode = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "create"

@@ -29,6 +29,9 @@ from ..models.base import category_input, model_inputs, unwrap_model
 DEFAULT_ANCHORS = 128  # M: points per view whose teacher features are kept (at most a quarter of the points)
 DEFAULT_FEATURE_DIM = 32  # D: stored feature width; wider teachers are randomly projected down to it
 DEFAULT_PROJECTION_SEED = 0
+# classification: the width of the teacher's embedding kept per view (512 bytes a record as float16); the student's
+# embedding matching term (kdpc.distill.embedding) was measured with it (docs/method.md)
+DEFAULT_CLASSIFIER_FEATURE_DIM = 256
 
 
 def _cfg(cfg: Any, name: str, default: Any) -> Any:
@@ -174,18 +177,22 @@ def teacher_seg_outputs(model: torch.nn.Module, points: torch.Tensor, category: 
 
 def global_feature_fields(teacher: Any, feature_dim: int | None) -> dict[str, Any]:
     """The header fields of a classification store that keeps the teacher's embedding of every view (``feature_dim``
-    wide, randomly projected down when the teacher is wider); ``{}`` for ``feature_dim`` None or 0. Needs a kdpc
-    checkpoint teacher: foreign teachers give class scores only."""
-    if not feature_dim:
-        return {}
-    if feature_dim < 0:
+    wide, randomly projected down when the teacher is wider); ``{}`` for 0. None (auto) is
+    ``DEFAULT_CLASSIFIER_FEATURE_DIM`` for a kdpc checkpoint teacher and ``{}`` for the others, which give class
+    scores only (asking them for a width is an error)."""
+    if feature_dim is not None and feature_dim < 0:
         raise KdpcError(f"--feature-dim must be >= 0, got {feature_dim}")
+    if feature_dim == 0:
+        return {}
     model = unwrap_model(teacher.module) if teacher.loaded.checkpoint is not None else None
     if model is None or not callable(getattr(model, "forward_features", None)) or not getattr(model, "num_features", 0):
+        if feature_dim is None:
+            return {}
         raise KdpcError(f"--feature-dim {feature_dim}: recording the teacher's embedding needs a kdpc checkpoint "
                         f"teacher (this one is {teacher.kind}, which gives class scores only); record with "
                         "--feature-dim 0")
     teacher_dim = int(model.num_features)
+    feature_dim = DEFAULT_CLASSIFIER_FEATURE_DIM if feature_dim is None else feature_dim
     proj = projection_info(teacher_dim, int(feature_dim))
     return {"feature_dim": int(feature_dim) if proj else teacher_dim, "feature_projection": proj}
 

@@ -29,11 +29,14 @@ class MergeReport:
     num_views: int = 0
     records: int = 0
     weights: list[float] | None = None
+    embeddings_dropped: bool = False  # an ensemble of stores that keep the teachers' embeddings keeps the answers only
 
     def summary(self) -> str:
         what = (f"union of views ({self.num_views} views)" if self.mode == "views"
                 else f"ensemble of {len(self.inputs)} teachers (weights {', '.join(f'{w:g}' for w in self.weights or [])})")
-        return f"{self.out}: {what}, {self.records} records"
+        note = ("; the teachers' embeddings are left out (each teacher embeds in its own space)"
+                if self.embeddings_dropped else "")
+        return f"{self.out}: {what}, {self.records} records{note}"
 
 
 
@@ -204,9 +207,6 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
     if len(set(map(str, teachers))) != len(teachers):
         raise KdpcError("cannot merge: some inputs share a teacher and others do not; merge the views of each teacher "
                         "first, then make the ensemble")
-    if any(h.feature_dim for h in headers):
-        raise KdpcError("cannot make an ensemble of stores that keep the teachers' embeddings (different teachers "
-                        "embed in different spaces, which do not average); record them with --feature-dim 0")
     return _merge_ensemble(backends, headers, names, labels, output, weights, codec)
 
 
@@ -323,7 +323,10 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
     codec_spec = codec or a.codec
     extra = dict(a.extra)
     extra["merged_from"] = [_provenance(b, h, 0) for b, h in zip(backends, headers)]
-    header = a.derive(codec=codec_spec, teacher=_ensemble_teacher(headers, w), extra=extra)
+    # different teachers embed in different spaces, which do not average: the ensemble keeps the answers only
+    dropped = any(h.feature_dim for h in headers)
+    header = a.derive(codec=codec_spec, teacher=_ensemble_teacher(headers, w), extra=extra, feature_dim=0,
+                      feature_projection={})
     enc = header.codec_obj()
     in_codecs = [h.codec_obj() for h in headers]
     in_out = [[s.name for s in record_array_specs(h) if s.name.startswith(OUTPUT_GROUP + "/")] for h in headers]
@@ -350,5 +353,5 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
 
     path = _write_store(output, header, labels, block, "ensemble")
     return MergeReport(out=path, mode="ensemble", inputs=names, num_views=a.num_views, records=header.num_records,
-                       weights=w)
+                       weights=w, embeddings_dropped=dropped)
 
