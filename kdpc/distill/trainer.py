@@ -219,7 +219,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     elif cfg.feature_weight is None and teacher_dim and reader is not None:
         log(f"embedding matching off: {cfg.student}'s embedding ({student_dim or 'width unknown'}) is narrower than "
             f"the teacher's {teacher_dim} recorded dims (it costs such a student, docs/method.md); "
-            "--feature-weight 10 turns it on")
+            f"--feature-weight {FEATURE_WEIGHT:g} turns it on")
     srkd = None
     if task in ("partseg", "semseg"):
         srkd_cfg = srkd_options(task, cfg.srkd, online=reader is None)

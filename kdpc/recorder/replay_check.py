@@ -56,8 +56,16 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
         points, _ = replay_view(dataset, int(sample), params_at(params, k))
         views.append(points)
         labels.append(int(dataset.labels[sample]))
-    with torch.inference_mode():
-        replayed = loaded(torch.from_numpy(np.stack(views)).to(dev), torch.tensor(labels, device=dev)).cpu().numpy()
+    points = torch.from_numpy(np.stack(views)).to(dev)
+    fresh = None  # a store with embeddings was recorded by one forward giving both: replay it the same way
+    if header.feature_dim and callable(getattr(unwrap_model(loaded.module), "forward_features", None)):
+        from .seg import teacher_cls_outputs
+
+        fresh = teacher_cls_outputs(loaded.module, points, header)
+        replayed = fresh["logprobs"]
+    else:
+        with torch.inference_mode():
+            replayed = loaded(points, torch.tensor(labels, device=dev)).cpu().numpy()
     codec = get_codec(header.codec, header.num_classes)
     stored_logprobs = stored["logprobs"].astype(np.float64)
     precision, tolerance, min_agreement = replay_tolerance(header.teacher.get("precision"))
@@ -72,14 +80,11 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
                f"bound + {tolerance:g} for a teacher recorded at {precision}); argmax agreement "
                f"{100 * argmax_agree:.1f}%")
     feature_error = None
-    if header.feature_dim and callable(getattr(unwrap_model(loaded.module), "forward_features", None)):
-        from .seg import teacher_cls_outputs  # the teacher's embedding of each view, recomputed
-
-        fresh = teacher_cls_outputs(loaded.module, torch.from_numpy(np.stack(views)).to(dev), header)["features"]
-        diff = np.abs(stored["features"] - fresh)
+    if fresh is not None:  # the teacher's embedding of each view, recomputed
+        diff = np.abs(stored["features"] - fresh["features"])
         rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
         feature_error = float(diff.max()) if diff.size else 0.0
-        features_ok = bool((diff <= rtol * np.abs(fresh) + tolerance).all())
+        features_ok = bool((diff <= rtol * np.abs(fresh["features"]) + tolerance).all())
         ok = ok and features_ok
         message += f"; embeddings max |error| {feature_error:.3g} ({'within' if features_ok else 'OUTSIDE'} float16)"
     return {"ok": ok, "checked": int(records.size), "max_abs_error": max_error, "argmax_agreement": argmax_agree,
