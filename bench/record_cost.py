@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table, save_bar_plot  # noqa: E402
 
 from kdpc.augment import AugmentConfig  # noqa: E402
+from kdpc.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from kdpc.data import create_dataset  # noqa: E402
 from kdpc.models import create_model  # noqa: E402
 from kdpc.recorder import RecordConfig, record  # noqa: E402
@@ -73,6 +74,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--feature-dim", type=int, default=None,
+                   help="the teacher's embedding recorded per view (default: kdpc record's, 256; 0: class scores only)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "kdpc-bench-record"))
     p.add_argument("--out", default="bench-out")
@@ -84,12 +87,17 @@ def main() -> None:
     dataset = create_dataset("synthetic", split="train", num_points=args.num_points,
                              num_raw_points=max(512, 2 * args.num_points), samples_per_class=args.samples_per_class)
     torch.manual_seed(0)  # an untrained teacher: its cost is measured, not its accuracy
-    module = create_model(args.teacher, num_classes=dataset.num_classes).to(device).eval()
-    teacher = load_teacher(module, device=device)
+    module = create_model(args.teacher, num_classes=dataset.num_classes)
+    # saved and loaded as a kdpc checkpoint, as `kdpc record --teacher ckpt.pt` would: that path also records the
+    # teacher's embedding of each view by default (--feature-dim, 0 for class scores only)
+    checkpoint = save_checkpoint(work / "teacher.pt", Checkpoint(
+        arch=args.teacher, model_config={}, num_classes=dataset.num_classes, class_names=list(dataset.class_names),
+        task="cls", dataset=dataset.describe(), state_dict=module.state_dict()))
+    teacher = load_teacher(str(checkpoint), device=device)
     teacher.bind(dataset, device)
     store = work / "store.zarr"
     cfg = RecordConfig(views=args.views, out=str(store), batch_size=args.batch_size, workers=args.workers,
-                       device=str(device), precision=args.precision, overwrite=True)
+                       device=str(device), precision=args.precision, overwrite=True, feature_dim=args.feature_dim)
 
     def run_record() -> int:
         return record(cfg, log=lambda line: None, show_progress=False, teacher=teacher, dataset=dataset).records_written
@@ -124,7 +132,8 @@ def main() -> None:
     logprobs = np.concatenate(outputs).astype(np.float32)
     reader = RecordReader(str(store))  # the rounds replaced the store (a new generation each time)
     stored = reader.get(np.arange(n_records))
-    columns = {k: stored[k] for k in ["sample", "view", *[s.name for s in header.params]]}
+    kept = ["sample", "view", *[s.name for s in header.params]] + (["features"] if header.feature_dim else [])
+    columns = {k: stored[k] for k in kept}  # the embeddings as stored: their encoding is part of the write
 
     def write_all() -> None:
         with RecordWriter.open(work / "write-only.zarr", header.derive(), mode="overwrite",

@@ -1,4 +1,9 @@
-"""Training-step cost: plain CE vs offline KD (records + NWSD) vs online KD (teacher forward in the step).
+"""Training-step cost: plain CE vs offline KD (records) vs online KD (teacher forward in the step).
+
+Each variant is `kdpc distill`'s default step: CE, plus DIST at the default temperature (offline and online), plus
+for the offline step the matching of the teacher's recorded 256-dim embedding when the student's embedding is at
+least as wide (the store keeps a random one, as `kdpc record` keeps the teacher's by default); NWSD only when asked
+(`--nwsd-source`).
 
 Interleaved A/B/C timing in one process (only ratios measured side by side are stable on shared machines), and
 peak memory of each variant in a fresh process (CUDA max allocated on GPU, peak RSS on CPU).
@@ -30,11 +35,14 @@ from common import markdown_table, machine_line, save_bar_plot  # noqa: E402
 from kdpc.augment import AugmentConfig, PointAugmentConfig  # noqa: E402
 from kdpc.data import create_dataset  # noqa: E402
 from kdpc.distill.dataset import RecordedViews  # noqa: E402
-from kdpc.distill.losses import kd_loss, label_smoothing_ce, nwsd_loss  # noqa: E402
+from kdpc.distill.embedding import EmbeddingProjector, embedding_contrast_loss  # noqa: E402
+from kdpc.distill.losses import dist_loss, label_smoothing_ce, nwsd_loss  # noqa: E402
+from kdpc.distill.trainer import FEATURE_WEIGHT, DistillConfig  # noqa: E402
+from kdpc.recorder.seg import DEFAULT_CLASSIFIER_FEATURE_DIM  # noqa: E402
 from kdpc.distill.self_targets import make_self_target  # noqa: E402
 from kdpc.training.data import EpochViews  # noqa: E402
 from kdpc.training.runtime import resolve_device  # noqa: E402
-from kdpc.models import count_parameters, create_model  # noqa: E402
+from kdpc.models import create_model, model_features_and_logits, model_inputs  # noqa: E402
 from kdpc.store import RecordReader  # noqa: E402
 from bench_store import write_bench_store  # noqa: E402
 
@@ -45,9 +53,9 @@ def build(args, device):
     dataset = create_dataset("synthetic", split="train", num_points=args.num_points,
                              num_raw_points=max(512, 2 * args.num_points), samples_per_class=args.samples_per_class)
     num_classes = dataset.num_classes
-    store = Path(args.workdir) / "bench.zarr"
+    store = Path(args.workdir) / f"bench-f{DEFAULT_CLASSIFIER_FEATURE_DIM}.zarr"  # older runs' stores lack embeddings
     if not store.exists():
-        write_bench_store(store, dataset, views=2)
+        write_bench_store(store, dataset, views=2, feature_dim=DEFAULT_CLASSIFIER_FEATURE_DIM)
     reader = RecordReader(str(store))
     reader.load_all()
     point_aug = PointAugmentConfig()
@@ -66,7 +74,11 @@ def make_step(variant, args, device, num_classes):
     """One training step of ``variant`` as a closure over its own student, optimiser (and teacher)."""
     torch.manual_seed(0)
     student = create_model(args.student, num_classes=num_classes).to(device).train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    projector = None  # the offline step's embedding matching, on by kdpc distill's width rule
+    if variant == "offline" and getattr(student, "num_features", 0) >= DEFAULT_CLASSIFIER_FEATURE_DIM:
+        projector = EmbeddingProjector(student.num_features, DEFAULT_CLASSIFIER_FEATURE_DIM).to(device)
+    trained = list(student.parameters()) + (list(projector.parameters()) if projector is not None else [])
+    optimizer = torch.optim.AdamW(trained, lr=1e-3)
     teacher = None
     self_target = None
     if variant == "online":
@@ -77,21 +89,29 @@ def make_step(variant, args, device, num_classes):
         self_target = make_self_target(args.nwsd_source, model=student, num_records=10**6, num_classes=num_classes)
         if args.nwsd_source == "ema":
             self_target.ema.to(device)
+    t = DistillConfig.temperature  # the shipped defaults (dataclass field defaults)
 
     def step(batch):
         points = batch["points"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
-        logits = student(points).float()
-        loss = label_smoothing_ce(logits, label, 0.2)
+        if projector is not None:
+            features, logits = model_features_and_logits(student, model_inputs(student, points))
+            logits = logits.float()
+        else:
+            logits = student(points).float()
+        loss = label_smoothing_ce(logits, label, DistillConfig.label_smoothing)
         if variant == "offline":
-            loss = loss + kd_loss(logits, batch["teacher_logprobs"].to(device).float(), 4.0)
+            loss = loss + dist_loss(logits, batch["teacher_logprobs"].to(device).float(), t)
+            if projector is not None:
+                teacher_features = batch["teacher_features"].to(device, non_blocking=True).float()
+                loss = loss + FEATURE_WEIGHT * embedding_contrast_loss(projector(features), teacher_features)
             if self_target is not None:
                 q, mask = self_target.targets(logits, inputs=points, record_ids=batch["record"].to(device))
-                loss = loss - 0.05 * nwsd_loss(logits, q, 4.0, 0.5, mask=mask)[0]
+                loss = loss - 0.2 * nwsd_loss(logits, q, t, 0.5, mask=mask)[0]
         elif variant == "online":
             with torch.inference_mode():
                 teacher_logprobs = F.log_softmax(teacher(points).float(), dim=-1)
-            loss = loss + kd_loss(logits, teacher_logprobs.clone(), 4.0)
+            loss = loss + dist_loss(logits, teacher_logprobs.clone(), t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -99,7 +119,8 @@ def make_step(variant, args, device, num_classes):
             self_target.update(model=student, student_logits=logits.detach(), record_ids=batch["record"].to(device))
 
     teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0  # frozen, still resident
-    return step, count_parameters(student) + teacher_params, teacher_params
+    trained_params = sum(p.numel() for p in trained)  # the student, and the offline step's projector
+    return step, trained_params + teacher_params, teacher_params
 
 
 def sync(device):
@@ -200,7 +221,8 @@ def main():
     p.add_argument("--samples-per-class", type=int, default=8)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--nwsd-source", default="past", help="offline variant's NWSD source ('' to disable)")
+    p.add_argument("--nwsd-source", default="", help="add NWSD to the offline step from this source (ema, past, "
+                   "sharpen; off by default, as in kdpc distill)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "kdpc-bench-step"))
