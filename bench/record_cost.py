@@ -39,6 +39,7 @@ from kdpc.recorder import RecordConfig, record  # noqa: E402
 from kdpc.recorder.precision import teacher_precision  # noqa: E402
 from kdpc.recorder.views import BlockBatches, RecordViews  # noqa: E402
 from kdpc.store import RecordReader, RecordWriter  # noqa: E402
+from kdpc.store.schema import FEATURES  # noqa: E402
 from kdpc.teachers import load_teacher  # noqa: E402
 from kdpc.testing.stores import reader_throughput  # noqa: E402
 from kdpc.training.runtime import resolve_device  # noqa: E402
@@ -132,7 +133,7 @@ def main() -> None:
     logprobs = np.concatenate(outputs).astype(np.float32)
     reader = RecordReader(str(store))  # the rounds replaced the store (a new generation each time)
     stored = reader.get(np.arange(n_records))
-    kept = ["sample", "view", *[s.name for s in header.params]] + (["features"] if header.feature_dim else [])
+    kept = ["sample", "view", *[s.name for s in header.params]] + ([FEATURES] if header.feature_dim else [])
     columns = {k: stored[k] for k in kept}  # the embeddings as stored: their encoding is part of the write
 
     def write_all() -> None:
