@@ -37,7 +37,7 @@ from kdpc.data import create_dataset  # noqa: E402
 from kdpc.distill.dataset import RecordedViews  # noqa: E402
 from kdpc.distill.embedding import EmbeddingProjector, embedding_contrast_loss  # noqa: E402
 from kdpc.distill.losses import dist_loss, label_smoothing_ce, nwsd_loss  # noqa: E402
-from kdpc.distill.trainer import FEATURE_WEIGHT, DistillConfig  # noqa: E402
+from kdpc.distill.trainer import DistillConfig, resolve_feature_weight  # noqa: E402
 from kdpc.recorder.seg import DEFAULT_CLASSIFIER_FEATURE_DIM  # noqa: E402
 from kdpc.distill.self_targets import make_self_target  # noqa: E402
 from kdpc.training.data import EpochViews  # noqa: E402
@@ -74,8 +74,10 @@ def make_step(variant, args, device, num_classes):
     """One training step of ``variant`` as a closure over its own student, optimiser (and teacher)."""
     torch.manual_seed(0)
     student = create_model(args.student, num_classes=num_classes).to(device).train()
-    projector = None  # the offline step's embedding matching, on by kdpc distill's width rule
-    if variant == "offline" and getattr(student, "num_features", 0) >= DEFAULT_CLASSIFIER_FEATURE_DIM:
+    projector = None  # the offline step's embedding matching, where kdpc distill's width rule turns it on
+    feature_weight = resolve_feature_weight(None, DEFAULT_CLASSIFIER_FEATURE_DIM, variant != "offline",
+                                            getattr(student, "num_features", 0))
+    if feature_weight:
         projector = EmbeddingProjector(student.num_features, DEFAULT_CLASSIFIER_FEATURE_DIM).to(device)
     trained = list(student.parameters()) + (list(projector.parameters()) if projector is not None else [])
     optimizer = torch.optim.AdamW(trained, lr=1e-3)
@@ -104,7 +106,7 @@ def make_step(variant, args, device, num_classes):
             loss = loss + dist_loss(logits, batch["teacher_logprobs"].to(device).float(), t)
             if projector is not None:
                 teacher_features = batch["teacher_features"].to(device, non_blocking=True).float()
-                loss = loss + FEATURE_WEIGHT * embedding_contrast_loss(projector(features), teacher_features)
+                loss = loss + feature_weight * embedding_contrast_loss(projector(features), teacher_features)
             if self_target is not None:
                 q, mask = self_target.targets(logits, inputs=points, record_ids=batch["record"].to(device))
                 loss = loss - 0.2 * nwsd_loss(logits, q, t, 0.5, mask=mask)[0]

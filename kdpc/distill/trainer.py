@@ -213,7 +213,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     teacher_dim = _teacher_embedding_width(reader, teacher) if task == "cls" else 0
     student_dim = getattr(student, "num_features", None)
     student_dim = student_dim if isinstance(student_dim, int) and student_dim > 0 else 0
-    feature_weight = _feature_weight(cfg.feature_weight, teacher_dim, reader is None, student_dim)
+    feature_weight = resolve_feature_weight(cfg.feature_weight, teacher_dim, reader is None, student_dim)
     if feature_weight:
         log(f"embedding matching: weight {feature_weight:g}, the teacher's {teacher_dim}-dim embedding of each view")
     elif cfg.feature_weight is None and teacher_dim and reader is not None:
@@ -428,7 +428,7 @@ def _teacher_embedding_width(reader: Any, teacher: Any) -> int:
     return int(getattr(inner, "num_features", 0) or 0) if callable(getattr(inner, "forward_features", None)) else 0
 
 
-def _feature_weight(given: float | None, teacher_dim: int, online: bool, student_dim: int) -> float:
+def resolve_feature_weight(given: float | None, teacher_dim: int, online: bool, student_dim: int) -> float:
     """``--feature-weight`` resolved: auto (None) is ``FEATURE_WEIGHT`` for a store that keeps the teacher's
     embeddings and a student whose embedding is at least as wide as them, and 0 otherwise (a narrower student,
     like the 128-dim PointNet, pays for telling views apart with accuracy: docs/method.md); asking for the term

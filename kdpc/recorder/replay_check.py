@@ -15,6 +15,7 @@ from ..teachers import Teacher, load_teacher
 from ..training.runtime import resolve_device
 from .precision import replay_tolerance
 from ..store import RecordReader
+from ..store.schema import FEATURES
 from ..store.codecs import PointCodec, PointTopKCodec, decoded_error_bound, get_codec, logsumexp
 from ..store.codecs import point_decoded_error_bound
 from ..store.codecs.points import top_k
@@ -81,10 +82,7 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
                f"{100 * argmax_agree:.1f}%")
     feature_error = None
     if fresh is not None:  # the teacher's embedding of each view, recomputed
-        diff = np.abs(stored["features"] - fresh["features"])
-        rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
-        feature_error = float(diff.max()) if diff.size else 0.0
-        features_ok = bool((diff <= rtol * np.abs(fresh["features"]) + tolerance).all())
+        feature_error, features_ok = _features_check(stored[FEATURES], fresh["features"], precision, tolerance)
         ok = ok and features_ok
         message += f"; embeddings max |error| {feature_error:.3g} ({'within' if features_ok else 'OUTSIDE'} float16)"
     return {"ok": ok, "checked": int(records.size), "max_abs_error": max_error, "argmax_agreement": argmax_agree,
@@ -95,6 +93,14 @@ def replay_check(store: str, teacher: Any, num_check: int, data_root: str | None
 # Stored features are float16; a different batch composition moves float32 features by ~1e-6 relative.
 FEATURE_RTOL = 2.0**-10
 LOW_PRECISION_FEATURE_RTOL = 2.0**-5  # a bf16 / fp16 teacher's features (8 / 11 significant bits), with margin
+
+
+def _features_check(stored: np.ndarray, fresh: np.ndarray, precision: str, tolerance: float) -> tuple[float, bool]:
+    """Stored teacher features against a fresh teacher run: (max |error|, every value within float16 rounding of
+    the fresh one at the teacher's recording precision, plus ``tolerance``)."""
+    diff = np.abs(stored - fresh)
+    rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
+    return (float(diff.max()) if diff.size else 0.0), bool((diff <= rtol * np.abs(fresh) + tolerance).all())
 
 
 def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module, dev: torch.device,
@@ -114,11 +120,8 @@ def _replay_check_seg(reader: RecordReader, dataset: Any, model: torch.nn.Module
     ok = bool(check["ok"]) and check["topk_agreement"] >= 0.99 and check["argmax_agreement"] >= min_agreement
     feature_error = None
     if "features" in fresh:
-        diff = np.abs(stored["features"] - fresh["features"])
-        rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
-        tol = rtol * np.abs(fresh["features"]) + tolerance
-        feature_error = float(diff.max()) if diff.size else 0.0
-        ok = ok and bool((diff <= tol).all())
+        feature_error, features_ok = _features_check(stored[FEATURES], fresh["features"], precision, tolerance)
+        ok = ok and features_ok
     message = (f"per-point outputs {'within' if check['ok'] else 'OUTSIDE'} the {header.codec} codec bound + "
                f"{tolerance:g} for a teacher recorded at {precision} (worst excess "
                f"{check['worst_excess']:.3g}), top-K agreement {100 * check['topk_agreement']:.1f}%, argmax agreement "
@@ -140,7 +143,6 @@ def _replay_check_scene(reader: RecordReader, dataset: Any, model: torch.nn.Modu
     header = reader.header
     augment = SceneAugmentConfig.from_dict(header.augment)
     precision, tolerance, min_agreement = replay_tolerance(header.teacher.get("precision"))
-    rtol = FEATURE_RTOL if precision == "fp32" else LOW_PRECISION_FEATURE_RTOL
     ok, worst, max_error, feature_error = True, -math.inf, 0.0, None
     agree, topk_agree, points = 0.0, 0.0, 0
     for record in records:
@@ -162,11 +164,11 @@ def _replay_check_scene(reader: RecordReader, dataset: Any, model: torch.nn.Modu
         agree += check["argmax_agreement"] * m
         topk_agree += check["topk_agreement"] * m
         points += m
-        if "features" in stored:
-            fresh_features = fresh["features"][0, : stored["features"].shape[0]]
-            diff = np.abs(stored["features"] - fresh_features)
-            feature_error = max(feature_error or 0.0, float(diff.max()) if diff.size else 0.0)
-            ok = ok and bool((diff <= rtol * np.abs(fresh_features) + tolerance).all())
+        if FEATURES in stored:
+            fresh_features = fresh["features"][0, : stored[FEATURES].shape[0]]
+            view_error, features_ok = _features_check(stored[FEATURES], fresh_features, precision, tolerance)
+            feature_error = max(feature_error or 0.0, view_error)
+            ok = ok and features_ok
     argmax_agreement, topk_agreement = agree / max(points, 1), topk_agree / max(points, 1)
     ok = ok and argmax_agreement >= min_agreement
     message = (f"{records.size} views ({points:,} points) replayed with their stored point counts; per-point outputs "
