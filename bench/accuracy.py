@@ -26,6 +26,7 @@ teacher - CE gap closed (paired mean +- s.e.). Runs go to --jobs 1-thread proces
 
     python bench/accuracy.py                                     # ~6 CPU-hours: run it on a quiet box
     python bench/accuracy.py --students pointnet-tiny --arms ce,kd --seeds 1,2,3
+    python bench/accuracy.py --teacher-opt embed_dim=64 --workdir bench-out/wide   # a twice-wider teacher
     python bench/accuracy.py --quick                             # a 2-minute smoke run of the pipeline
 """
 
@@ -43,6 +44,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table  # noqa: E402
+
+from kdpc.cli.common import parse_kv  # noqa: E402
+from kdpc.errors import KdpcError  # noqa: E402
 
 ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
         "online": "online KD", "nokd": "recorded views, no KD",
@@ -144,6 +148,8 @@ def main() -> None:
     p.add_argument("--teacher", default="pointmlp-tiny")
     p.add_argument("--teacher-epochs", type=int, default=60)
     p.add_argument("--teacher-seed", type=int, default=100)
+    p.add_argument("--teacher-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a teacher model option, e.g. embed_dim=64 for a twice-wider pointmlp-tiny; repeatable")
     p.add_argument("--views", type=int, default=50)
     p.add_argument("--feature-dim", type=int, default=256,
                    help="record the teacher's embedding of each view this wide (0: logits only)")
@@ -158,6 +164,10 @@ def main() -> None:
     p.add_argument("--report", action="store_true", help="only summarise the runs already finished in --workdir")
     p.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, 1 seed: checks the pipeline only")
     args = p.parse_args()
+    try:
+        teacher_opts = {"model_cfg": parse_kv(tuple(args.teacher_opt), "--teacher-opt")} if args.teacher_opt else {}
+    except KdpcError as err:
+        p.error(str(err))
     data: dict[str, Any] = {}
     if args.quick:
         args.teacher_epochs, args.epochs, args.views, args.seeds = 2, 2, 2, "1"
@@ -175,7 +185,7 @@ def main() -> None:
     results = run_all([{"kind": "train", "name": "teacher", "arm": "teacher", "seed": args.teacher_seed,
                         "done_file": str(work / "teacher.json"),
                         "cfg": {"model": args.teacher, "epochs": args.teacher_epochs, "seed": args.teacher_seed,
-                                "device": "cpu", "out": str(teacher), **data}}], 1)
+                                "device": "cpu", "out": str(teacher), **teacher_opts, **data}}], 1)
     run_all([{"kind": "record", "name": "record", "seed": 0, "done_file": str(work / "record.json"),
               "cfg": {"teacher": str(teacher), "views": args.views, "out": str(store), "device": "cpu", "seed": 0,
                       "feature_dim": args.feature_dim, "workers": 0, "resume": store.exists()}}], 1)
@@ -228,7 +238,7 @@ def main() -> None:
     report = "\n".join([
         f"Machine: {machine_line('cpu')} (runs: 1-thread processes, {args.jobs} at a time)",
         f"Command: `python bench/accuracy.py {' '.join(sys.argv[1:])}`",
-        f"Teacher {args.teacher}: {args.teacher_epochs} epochs, seed {args.teacher_seed}; {args.views} recorded views; "
+        f"Teacher {args.teacher}{''.join(' ' + o for o in args.teacher_opt)}: {args.teacher_epochs} epochs, seed {args.teacher_seed}; {args.views} recorded views; "
         f"students {args.epochs} epochs; epochs chosen on val, test scored once; this run "
         f"{(time.perf_counter() - started) / 60:.0f} min.", "",
         markdown_table(header, rows), "", markdown_table(["student", "paired difference", "measured", "goal", "met"],
