@@ -218,7 +218,7 @@ def main() -> None:
 
     header = ["student", "arm", "val OA %", "test OA % (mean ± std)", "test − CE (paired ± s.e.)",
               "teacher − CE gap closed", "test OA per seed", "seeds"]
-    rows = [["teacher " + args.teacher, "-", f"{100 * results[0]['metrics']['val/oa']:.2f}", f"{teacher_oa:.2f}",
+    rows = [["teacher " + " ".join([args.teacher, *args.teacher_opt]), "-", f"{100 * results[0]['metrics']['val/oa']:.2f}", f"{teacher_oa:.2f}",
              "-", "-", "-", "1"]]
     for student in students:
         rows += student_rows(results, student, arms, teacher_oa)

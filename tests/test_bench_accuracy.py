@@ -22,6 +22,7 @@ def test_teacher_options_reach_the_teacher_checkpoint_and_the_report(tmp_path):
     assert teacher["model_config"] == {"embed_dim": 16}
     assert teacher["state_dict"]["encoder.embedding.linear.weight"].shape == (16, 3)
     assert "Teacher pointmlp-tiny embed_dim=16: 2 epochs" in done.stdout
+    assert "| teacher pointmlp-tiny embed_dim=16 | - |" in done.stdout
 
 
 def test_a_malformed_teacher_option_is_one_line_and_no_work(tmp_path):
