@@ -190,6 +190,8 @@ def main() -> None:
               "cfg": {"teacher": str(teacher), "views": args.views, "out": str(store), "device": "cpu", "seed": 0,
                       "feature_dim": args.feature_dim, "workers": 0, "resume": store.exists()}}], 1)
     teacher_oa = test_oa(results[0])
+    trained = results[0]["cfg"]  # what the workdir's teacher was trained with, which a reused workdir may not match
+    teacher_label = " ".join([trained["model"], *(f"{k}={v}" for k, v in trained.get("model_cfg", {}).items())])
 
     arm_cfg = {"kd": {}, "dist": {"feature_weight": 0.0}, "kl": {"kd_objective": "kl", "temperature": 2.0},
                "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0, "feature_weight": 0.0},
@@ -218,7 +220,7 @@ def main() -> None:
 
     header = ["student", "arm", "val OA %", "test OA % (mean ± std)", "test − CE (paired ± s.e.)",
               "teacher − CE gap closed", "test OA per seed", "seeds"]
-    rows = [["teacher " + " ".join([args.teacher, *args.teacher_opt]), "-", f"{100 * results[0]['metrics']['val/oa']:.2f}", f"{teacher_oa:.2f}",
+    rows = [["teacher " + teacher_label, "-", f"{100 * results[0]['metrics']['val/oa']:.2f}", f"{teacher_oa:.2f}",
              "-", "-", "-", "1"]]
     for student in students:
         rows += student_rows(results, student, arms, teacher_oa)
@@ -238,7 +240,7 @@ def main() -> None:
     report = "\n".join([
         f"Machine: {machine_line('cpu')} (runs: 1-thread processes, {args.jobs} at a time)",
         f"Command: `python bench/accuracy.py {' '.join(sys.argv[1:])}`",
-        f"Teacher {args.teacher}{''.join(' ' + o for o in args.teacher_opt)}: {args.teacher_epochs} epochs, seed {args.teacher_seed}; {args.views} recorded views; "
+        f"Teacher {teacher_label}: {trained['epochs']} epochs, seed {trained['seed']}; {args.views} recorded views; "
         f"students {args.epochs} epochs; epochs chosen on val, test scored once; this run "
         f"{(time.perf_counter() - started) / 60:.0f} min.", "",
         markdown_table(header, rows), "", markdown_table(["student", "paired difference", "measured", "goal", "met"],
