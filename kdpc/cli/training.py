@@ -60,27 +60,43 @@ def train_cmd(model, model_opt, dataset, data_root, dataset_opt, num_points, epo
 
 
 @click.command("eval")
-@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False), help="Checkpoint file (kdpc train / "
-              "kdpc distill).")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(dir_okay=False),
+              help="Checkpoint file (kdpc train / kdpc distill). Give it more than once to score an ensemble of "
+                   "classifiers: the weighted mean of their probabilities, as `kdpc records merge` records it.")
 @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False), hidden=True,
               help="Old name of --checkpoint.")
-@click.option("--dataset", default=None, help="Dataset (default: the one named in the checkpoint).")
+@click.option("--weights", default=None, help="Ensemble only: one weight per checkpoint, e.g. 0.7,0.3 (default equal).")
+@click.option("--dataset", default=None, help="Dataset (default: the one named in the (first) checkpoint).")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False))
 @click.option("--split", default="test", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_cmd(checkpoint, model_path, dataset, data_root, split, batch_size, device, as_json) -> None:
+def eval_cmd(checkpoints, model_path, weights, dataset, data_root, split, batch_size, device, as_json) -> None:
     """Evaluate a checkpoint: overall and mean class accuracy (mIoU for part segmentation; mIoU, per-class IoU and
-    OA over every point of the whole scenes for scene segmentation)."""
-    from ..training.evaluate import evaluate_checkpoint
+    OA over every point of the whole scenes for scene segmentation), or an ensemble of classifiers and each member."""
+    from ..training.evaluate import evaluate_checkpoint, evaluate_ensemble
 
-    if checkpoint and model_path:
+    if checkpoints and model_path:
         raise KdpcError("give the checkpoint once: --checkpoint FILE (--model is its old name)")
-    checkpoint = checkpoint or model_path
-    if not checkpoint:
+    checkpoints = list(checkpoints) or ([model_path] if model_path else [])
+    if not checkpoints:
         raise KdpcError("--checkpoint FILE is required (a checkpoint of kdpc train or kdpc distill)")
-    result = evaluate_checkpoint(checkpoint, dataset=dataset, data_root=data_root, split=split,
+    if len(checkpoints) == 1 and weights is not None:
+        raise KdpcError("--weights is for an ensemble: give --checkpoint more than once")
+    if len(checkpoints) > 1:
+        result = evaluate_ensemble(checkpoints, weights, dataset=dataset, data_root=data_root, split=split,
+                                   batch_size=batch_size, device=device)
+        if as_json:
+            click.echo(json.dumps(result))
+            return
+        where = f"{result['dataset']}/{result['split']} ({result['num_samples']} samples)"
+        for member, w in zip(result["members"], result["weights"]):
+            click.echo(f"{member['model']} {member['checkpoint']} (weight {w:g}) on {where}: "
+                       f"oa={member['oa']:.4f} macc={member['macc']:.4f}")
+        click.echo(f"ensemble of {len(checkpoints)} on {where}: oa={result['oa']:.4f} macc={result['macc']:.4f}")
+        return
+    result = evaluate_checkpoint(checkpoints[0], dataset=dataset, data_root=data_root, split=split,
                                  batch_size=batch_size, device=device)
     if as_json:
         click.echo(json.dumps(result))

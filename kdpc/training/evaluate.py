@@ -1,15 +1,18 @@
 """Scoring a model: overall / mean-class accuracy (instance / class mIoU for part segmentation, mIoU and per-class
-IoU on whole scenes for scene segmentation) on a split's deterministic evaluation views, and ``kdpc eval``."""
+IoU on whole scenes for scene segmentation) on a split's deterministic evaluation views, and ``kdpc eval`` (of one
+checkpoint, or of an ensemble of classifiers by the rule of ``kdpc.ensemble``)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..checkpoint import dataset_for_checkpoint, load_checkpoint
+from ..checkpoint import check_checkpoint_data, dataset_for_checkpoint, load_checkpoint
+from ..ensemble import mix_log_probs, parse_weights
+from ..errors import KdpcError
 from ..metrics import classification_metrics, part_seg_metrics
 from ..models import model_forward, unwrap_model
 from .data import EvalViews
@@ -83,3 +86,40 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | 
     if ckpt.task == "semseg":
         out["num_points"] = data.total_points  # every original point is scored
     return out
+
+
+def class_log_probs(model: torch.nn.Module, dataset: Any, device: torch.device, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A classifier's log-probabilities ``[N, C]`` (float64) and the labels ``[N]`` on ``dataset``'s evaluation views."""
+    loader = DataLoader(EvalViews(dataset), batch_size=batch_size, shuffle=False)
+    scores, labels = [], []
+    for batch, logits in predict(unwrap_model(model), loader, device):
+        scores.append(torch.log_softmax(logits.double(), -1).cpu().numpy())
+        labels.append(batch["label"].numpy())
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def evaluate_ensemble(paths: Sequence[str], weights: Any = None, dataset: str | None = None,
+                      data_root: str | None = None, split: str = "test", batch_size: int = 64,
+                      device: str = "auto") -> dict[str, Any]:
+    """Score each classifier of ``paths`` and their ensemble (the weighted mean of their probabilities, as
+    ``kdpc records merge`` records it) on the first checkpoint's split."""
+    ckpts = [load_checkpoint(p) for p in paths]
+    w = parse_weights(weights, len(ckpts), "checkpoints")
+    for ck in ckpts:
+        if ck.task != "cls":
+            raise KdpcError(f"checkpoint {ck.path} is a {ck.task} model: ensembles are evaluated (and recorded) for "
+                            f"classifiers only")
+    data = dataset_for_checkpoint(ckpts[0], dataset, data_root, split)
+    dev = resolve_device(device)
+    members, log_probs = [], []
+    labels = None
+    for ck in ckpts:
+        check_checkpoint_data(ck, data)
+        lp, labels = class_log_probs(ck.build_model(dev), data, dev, batch_size)
+        log_probs.append(lp)
+        members.append({**classification_metrics(lp.argmax(-1), labels, data.num_classes), "model": ck.arch,
+                        "params": ck.num_params, "checkpoint": str(ck.path)})
+    mix = mix_log_probs(np.stack(log_probs), w)
+    return {**classification_metrics(mix.argmax(-1), labels, data.num_classes), "model": "ensemble",
+            "params": int(sum(ck.num_params for ck in ckpts)), "dataset": data.name, "split": split,
+            "num_samples": len(data), "weights": w, "members": members}

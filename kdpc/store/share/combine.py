@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ...ensemble import mix_log_probs, parse_weights
 from ...errors import KdpcError, distinguishing_prefixes
 from ...progress import progress
 from ..backends import Backend
-from ..codecs import logsumexp
 from ..schema import LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, StoreHeader, record_array_specs
 from ..writer import RecordWriter
 from .sources import open_complete
@@ -147,23 +146,6 @@ def _provenance(backend: Backend, header: StoreHeader, view_offset: int) -> dict
     return {"teacher_sha256": teacher_id(header), "teacher_arch": header.teacher.get("arch"), "created": header.created,
             "kdpc_version": header.kdpc_version, "run_seed": header.run_seed, "codec": header.codec,
             "num_views": header.num_views, "view_offset": view_offset}
-
-
-def _parse_weights(weights: Any, n: int) -> list[float]:
-    if weights is None:
-        return [1.0 / n] * n
-    if isinstance(weights, str):
-        try:
-            weights = [float(w) for w in weights.split(",") if w.strip()]
-        except ValueError:
-            raise KdpcError(f"--weights takes numbers separated by commas, got {weights!r}") from None
-    w = [float(x) for x in weights]
-    if len(w) != n:
-        raise KdpcError(f"--weights has {len(w)} values for {n} stores")
-    if not all(math.isfinite(x) and x > 0 for x in w):
-        raise KdpcError(f"--weights must be positive numbers, got {w}")
-    s = sum(w)
-    return [x / s for x in w]
 
 
 def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec: str | None = None,
@@ -319,7 +301,7 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
                                   bk.read_present(p.name, 0, h.num_records).view(np.uint8)):
                 raise KdpcError(f"cannot merge {names[0]} and {name}: they have different teachers, and an ensemble "
                                 f"needs identical views, but their stored {p.name!r} parameters differ")
-    w = _parse_weights(weights, len(headers))
+    w = parse_weights(weights, len(headers), "stores")
     codec_spec = codec or a.codec
     extra = dict(a.extra)
     extra["merged_from"] = [_provenance(b, h, 0) for b, h in zip(backends, headers)]
@@ -330,7 +312,6 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
     enc = header.codec_obj()
     in_codecs = [h.codec_obj() for h in headers]
     in_out = [[s.name for s in record_array_specs(h) if s.name.startswith(OUTPUT_GROUP + "/")] for h in headers]
-    log_w = np.log(np.asarray(w, dtype=np.float64))
     specs = record_array_specs(header)
     prefix = OUTPUT_GROUP + "/"
 
@@ -344,9 +325,7 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
             raw = {n[len(prefix):]: bk.read_present(n, start, stop) for n in names_}
             with np.errstate(all="ignore"):
                 stacked.append(c.decode(raw).astype(np.float64))
-        lp = np.stack(stacked, 0) + log_w[:, None, None]
-        mix = logsumexp(lp, axis=0)[0]  # log sum_i w_i p_i
-        mix = mix - logsumexp(mix, axis=-1)
+        mix = mix_log_probs(np.stack(stacked, 0), w)
         for name, values in enc.encode(mix.astype(np.float32)).items():
             arrays[prefix + name] = values
         return arrays
