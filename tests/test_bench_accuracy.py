@@ -1,11 +1,16 @@
 """bench/accuracy.py trains the teacher it is told to: a wider teacher is one --teacher-opt away."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+
+from kdpc.training.evaluate import evaluate_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "accuracy.py"
 
@@ -24,9 +29,45 @@ def test_teacher_options_reach_the_teacher_checkpoint_and_the_report(tmp_path):
     assert "Teacher pointmlp-tiny embed_dim=16: 2 epochs" in done.stdout
     assert "| teacher pointmlp-tiny embed_dim=16 | - |" in done.stdout
 
+    # the same runs at their last epoch: each last.pt scored once on val and test, cached, and reported
+    last = _run("--quick", "--teacher-opt", "embed_dim=16", "--students", "pointnet-tiny", "--arms", "ce", "--jobs", "1",
+                "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "last"), "--report", "--selection", "last",
+                cwd=tmp_path)
+    assert last.returncode == 0, last.stderr
+    assert "every run at its last epoch" in last.stdout
+    for name, checkpoint in (("teacher", "teacher.last.pt"), ("pointnet-tiny-ce-s1", "pointnet-tiny-ce-s1.last.pt")):
+        cached = json.loads((tmp_path / "work" / f"{name}.last-epoch.json").read_text())
+        scored = evaluate_checkpoint(str(tmp_path / "work" / checkpoint), split="test", device="cpu")["oa"]
+        assert cached["test/oa"] == pytest.approx(scored)
+    student_cached = json.loads((tmp_path / "work" / "pointnet-tiny-ce-s1.last-epoch.json").read_text())
+    row = next(line for line in last.stdout.splitlines() if line.startswith("| pointnet-tiny | CE only |"))
+    assert f"| {100 * student_cached['val/oa']:.2f} ± 0.00 | {100 * student_cached['test/oa']:.2f} ± 0.00 |" in row
+
 
 def test_a_malformed_teacher_option_is_one_line_and_no_work(tmp_path):
     done = _run("--teacher-opt", "embed_dim", "--workdir", str(tmp_path / "work"), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "accuracy.py: error: --teacher-opt takes KEY=VALUE, got 'embed_dim'"
     assert "Traceback" not in done.stderr and not (tmp_path / "work").exists()
+
+
+def test_last_epoch_scores_come_from_the_last_checkpoint_and_are_cached(tmp_path, tiny_teacher):
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("bench_accuracy", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    expected = {split: evaluate_checkpoint(str(tiny_teacher), split=split, device="cpu")["oa"] for split in ("val", "test")}
+    # only the last-epoch files exist: reading the chosen checkpoint instead would fail
+    (tmp_path / "ce.last.pt").write_bytes(tiny_teacher.read_bytes())
+    (tmp_path / "kd").mkdir()
+    (tmp_path / "kd" / "last.pt").write_bytes(tiny_teacher.read_bytes())
+    runs = [{"kind": "train", "cfg": {"out": str(tmp_path / "ce.pt")}, "done_file": str(tmp_path / "ce.json"),
+             "metrics": {"val/oa": 2.0, "test/oa": 2.0, "epoch": 1}},
+            {"kind": "distill", "cfg": {"out": str(tmp_path / "kd")}, "done_file": str(tmp_path / "kd.json"),
+             "metrics": {"val/oa": 2.0, "test/oa": 2.0, "epoch": 1}}]
+    for run in runs:
+        scored = bench.at_last_epoch(run)["metrics"]
+        assert scored["val/oa"] == pytest.approx(expected["val"]) and scored["test/oa"] == pytest.approx(expected["test"])
+        assert scored["selected_by"] == "last epoch" and "epoch" not in scored
+    (tmp_path / "ce.last.pt").unlink()  # a second report reads the cache, not the checkpoint
+    assert bench.at_last_epoch(runs[0])["metrics"]["test/oa"] == pytest.approx(expected["test"])
