@@ -26,7 +26,9 @@ rule, to show whether a conclusion depends on the rule.
 
 Per arm: val and test OA mean +- std; against CE the paired difference +- standard error, and the fraction of the
 teacher - CE gap closed (paired mean +- s.e.). Runs go to --jobs 1-thread processes and survive interruption
-(each finished run is a JSON file in --workdir; rerunning skips them).
+(each finished run is a JSON file in --workdir; rerunning skips them). A workdir holds one teacher: asking it for
+another (model, options, epochs, seed or data) is refused in one line, so no student is ever reported as another
+teacher's.
 
     python bench/accuracy.py                                     # ~6 CPU-hours: run it on a quiet box
     python bench/accuracy.py --students pointnet-tiny --arms ce,kd --seeds 1,2,3
@@ -57,6 +59,9 @@ ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", 
         "zkl": "offline KD, z-scored KL", "zkl9": "offline KD, z-scored KL (KD 9, CE 0.1)",
         "rel": "offline KD + answer relations", "kdlin": "offline KD, KD weight 1 -> 0",
         "emb": "offline KD + embedding matching"}
+
+
+TEACHER_KEYS = ("model", "epochs", "seed", "model_cfg", "dataset_cfg", "num_points")  # what makes a workdir's teacher
 
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -209,17 +214,21 @@ def main() -> None:
     features = f"-f{args.feature_dim}" if args.feature_dim else ""
     teacher, store = work / "teacher.pt", work / f"records-{args.views}v{features}.zarr"
     print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs; then {args.views} recorded views")
+    asked = {"model": args.teacher, "epochs": args.teacher_epochs, "seed": args.teacher_seed, "device": "cpu",
+             "out": str(teacher), **teacher_opts, **data}
     results = run_all([{"kind": "train", "name": "teacher", "arm": "teacher", "seed": args.teacher_seed,
-                        "done_file": str(work / "teacher.json"),
-                        "cfg": {"model": args.teacher, "epochs": args.teacher_epochs, "seed": args.teacher_seed,
-                                "device": "cpu", "out": str(teacher), **teacher_opts, **data}}], 1)
+                        "done_file": str(work / "teacher.json"), "cfg": asked}], 1)
+    trained = results[0]["cfg"]  # what the workdir's teacher was trained with: a reused workdir may hold another
+    differs = [f"{key} {trained.get(key)!r} (asked {asked.get(key)!r})" for key in TEACHER_KEYS
+               if trained.get(key) != asked.get(key)]
+    if differs:  # students distilled from one teacher must never be reported as another's
+        p.error(f"{work} holds a teacher trained with {', '.join(differs)}: use another --workdir for this teacher")
     if args.selection == "last":
         results = [at_last_epoch(r) for r in results]
     run_all([{"kind": "record", "name": "record", "seed": 0, "done_file": str(work / "record.json"),
               "cfg": {"teacher": str(teacher), "views": args.views, "out": str(store), "device": "cpu", "seed": 0,
                       "feature_dim": args.feature_dim, "workers": 0, "resume": store.exists()}}], 1)
     teacher_oa = test_oa(results[0])
-    trained = results[0]["cfg"]  # what the workdir's teacher was trained with, which a reused workdir may not match
     teacher_label = " ".join([trained["model"], *(f"{k}={v}" for k, v in trained.get("model_cfg", {}).items())])
 
     arm_cfg = {"kd": {}, "dist": {"feature_weight": 0.0}, "kl": {"kd_objective": "kl", "temperature": 2.0},

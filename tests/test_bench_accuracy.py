@@ -1,4 +1,5 @@
-"""bench/accuracy.py trains the teacher it is told to: a wider teacher is one --teacher-opt away."""
+"""bench/accuracy.py trains the teacher it is told to (a wider teacher is one --teacher-opt away), refuses a workdir
+that holds another teacher, and reports the same runs at their last epoch on request."""
 from __future__ import annotations
 
 import importlib.util
@@ -28,6 +29,15 @@ def test_teacher_options_reach_the_teacher_checkpoint_and_the_report(tmp_path):
     assert teacher["state_dict"]["encoder.embedding.linear.weight"].shape == (16, 3)
     assert "Teacher pointmlp-tiny embed_dim=16: 2 epochs" in done.stdout
     assert "| teacher pointmlp-tiny embed_dim=16 | - |" in done.stdout
+
+    # that workdir holds this teacher: asking for another there is one line, and nothing is run or reported
+    other = _run("--quick", "--teacher-opt", "embed_dim=24", "--students", "pointnet-tiny", "--arms", "ce", "--jobs", "1",
+                 "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "other"), cwd=tmp_path)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"accuracy.py: error: {tmp_path / 'work'} holds a teacher trained with model_cfg {{'embed_dim': 16}} "
+        "(asked {'embed_dim': 24}): use another --workdir for this teacher")
+    assert not (tmp_path / "other").exists()
 
     # the same runs at their last epoch: each last.pt scored once on val and test, cached, and reported
     last = _run("--quick", "--teacher-opt", "embed_dim=16", "--students", "pointnet-tiny", "--arms", "ce", "--jobs", "1",
