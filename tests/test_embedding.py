@@ -146,13 +146,22 @@ def test_record_refuses_embeddings_it_cannot_get(tiny_teacher, tmp_path):
     assert_one_line_error(proc, "needs a kdpc checkpoint teacher", "--feature-dim 0")
 
 
-def test_ensembles_keep_the_answers_and_leave_the_embeddings_out(tiny_teacher, feature_store, tmp_path):
-    other = tmp_path / "teacher2.pt"
+@pytest.fixture(scope="module")
+def second_store(tmp_path_factory):
+    """Another teacher (seed 3) recorded on the same views as ``feature_store``, its 128-dim embedding projected to
+    12 dims."""
+    folder = tmp_path_factory.mktemp("second")
+    other = folder / "teacher2.pt"
     run_kdpc("train", "--model", "pointnet-tiny", *TINY_DATA_OPTS, "--epochs", "1", "--batch-size", "8", "--seed", "3",
              "--device", "cpu", "--out", str(other))
-    second = tmp_path / "second.zarr"
-    run_kdpc("record", "--teacher", str(other), "--views", "2", "--feature-dim", "16", "--device", "cpu",
+    second = folder / "second.zarr"
+    run_kdpc("record", "--teacher", str(other), "--views", "2", "--feature-dim", "12", "--device", "cpu",
              "--out", str(second))
+    return second
+
+
+def test_ensembles_keep_the_answers_and_leave_the_embeddings_out(feature_store, second_store, tmp_path):
+    second = second_store
     ens = tmp_path / "ens.zarr"
     proc = run_kdpc("records", "merge", str(feature_store), str(second), "--out", str(ens))
     assert "ensemble of 2 teachers" in proc.stdout and "the teachers' embeddings are left out" in proc.stdout
@@ -163,6 +172,44 @@ def test_ensembles_keep_the_answers_and_leave_the_embeddings_out(tiny_teacher, f
     a, b = RecordReader(str(feature_store)).get(np.arange(5)), RecordReader(str(second)).get(np.arange(5))
     mix = np.log(0.5 * np.exp(a["logprobs"]) + 0.5 * np.exp(b["logprobs"]))
     assert np.abs(np.exp(cols["logprobs"]) - np.exp(mix)).max() < 0.02  # the average of the two teachers' answers
+
+
+def test_an_ensemble_keeps_one_members_embedding_when_asked(feature_store, second_store, tmp_path):
+    ens = tmp_path / "ens.zarr"
+    proc = run_kdpc("records", "merge", str(feature_store), str(second_store), "--embedding-from", str(second_store),
+                    "--out", str(ens))
+    assert f"the embedding is {second_store}'s" in proc.stdout
+    merged, source = RecordReader(str(ens)), RecordReader(str(second_store))
+    assert merged.header.feature_dim == 12 and merged.header.feature_projection == source.header.feature_projection
+    assert merged.header.teacher["embedding_from"] == source.header.teacher["sha256"]
+    records = np.arange(merged.header.num_records)
+    np.testing.assert_array_equal(merged.get(records)["features"], source.get(records)["features"])  # as stored
+    answers_only = RecordReader(str(feature_store)).get(records)
+    assert not np.array_equal(merged.get(records)["logprobs"], answers_only["logprobs"])  # still the ensemble's
+    info = run_kdpc("records", "info", str(ens)).stdout
+    member_lines = [line for line in info.splitlines() if "weight 0.5" in line]
+    assert len(member_lines) == 2 and "its embedding is stored" in member_lines[1]
+    assert "its embedding is stored" not in member_lines[0]
+    run = tmp_path / "run"  # a student matches that embedding (the store's 12 dims) and the ensemble's answers
+    proc = run_kdpc("distill", "--records", str(ens), "--student", "pointnet-tiny", "--epochs", "1", "--batch-size",
+                    "8", "--device", "cpu", "--out", str(run))
+    assert "the teacher's 12-dim embedding of each view" in proc.stdout + proc.stderr
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["loss/embedding"] > 0 and last["loss/kd"] > 0
+
+
+def test_embedding_from_refuses_what_it_cannot_keep(tiny_teacher, tiny_store, feature_store, second_store, tmp_path):
+    plain = tmp_path / "plain.zarr"  # the first teacher on the same views, without its embedding
+    run_kdpc("record", "--teacher", str(tiny_teacher), "--views", "2", "--feature-dim", "0",
+             "--device", "cpu", "--out", str(plain))
+    cases = [((str(plain), str(second_store), "--embedding-from", str(plain)), "keeps no embedding"),
+             ((str(feature_store), str(second_store), "--embedding-from", "elsewhere.zarr"), "is not one of the stores"),
+             ((str(tiny_store), str(tiny_store), "--embedding-from", str(tiny_store)), "share one teacher"),
+             ((str(tiny_store), str(feature_store)), "keep the teacher's features differently")]
+    for args, fragment in cases:
+        proc = run_kdpc("records", "merge", *args, "--out", str(tmp_path / "out.zarr"), check=False)
+        assert_one_line_error(proc, fragment)
+        assert not (tmp_path / "out.zarr").exists()
 
 
 def test_record_keeps_the_embedding_by_default_for_kdpc_teachers_only(tiny_teacher, tiny_store, tmp_path):

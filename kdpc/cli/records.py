@@ -121,17 +121,20 @@ def unpack_cmd(pack: str, dst: str, break_lease: bool) -> None:
 @click.option("--out", required=True, help="The merged store: a folder (zarr) or *.h5.")
 @click.option("--weights", default=None, help="Ensemble only: one weight per store, e.g. 0.7,0.3 (default equal).")
 @click.option("--codec", default=None, help="Ensemble only: output codec (default: the first store's).")
+@click.option("--embedding-from", default=None, metavar="STORE",
+              help="Ensemble only: keep this store's teacher embedding (one of STORES, as given); by default an "
+              "ensemble keeps none, since each teacher embeds in its own space.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--break-lease", is_flag=True, help="Write even though another process holds the store's writer lease "
               "(only when that process is gone).")
-def merge_cmd(stores: tuple[str, ...], out: str, weights: str | None, codec: str | None, overwrite: bool,
-              break_lease: bool) -> None:
+def merge_cmd(stores: tuple[str, ...], out: str, weights: str | None, codec: str | None, embedding_from: str | None,
+              overwrite: bool, break_lease: bool) -> None:
     """Merge stores of the same data: one teacher -> all their views in one store; different teachers on the
     same views -> an ensemble (weighted mean of the teachers' probabilities)."""
     from ..store.share import merge_stores
 
     click.echo(merge_stores(list(stores), out, weights=weights, codec=codec, overwrite=overwrite,
-                            break_lease=break_lease).summary())
+                            break_lease=break_lease, embedding_from=embedding_from).summary())
 
 
 @records_group.command("convert")

@@ -154,5 +154,6 @@ def _teacher_lines(teacher: dict, metrics: dict) -> list[str]:
              f"{str(teacher.get('sha256', '?'))[:16]}…"]
     for i, (member, w) in enumerate(zip(members, weights)):
         weight = "" if w is None else f"weight {float(w):.3g}: "
-        lines.append(f"  {i + 1:>2d}.      {weight}{_teacher_line(member, member.get('metrics') or {})}")
+        embeds = "; its embedding is stored" if member.get("sha256") == teacher.get("embedding_from", False) else ""
+        lines.append(f"  {i + 1:>2d}.      {weight}{_teacher_line(member, member.get('metrics') or {})}{embeds}")
     return lines

@@ -15,8 +15,9 @@ import numpy as np
 from ...ensemble import mix_log_probs, parse_weights
 from ...errors import KdpcError, distinguishing_prefixes
 from ...progress import progress
+from ...secrets import redact_text
 from ..backends import Backend
-from ..schema import LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, StoreHeader, record_array_specs
+from ..schema import FEATURES, LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, StoreHeader, record_array_specs
 from ..writer import RecordWriter
 from .sources import open_complete
 
@@ -29,12 +30,17 @@ class MergeReport:
     records: int = 0
     weights: list[float] | None = None
     embeddings_dropped: bool = False  # an ensemble of stores that keep the teachers' embeddings keeps the answers only
+    embedding_from: str | None = None  # ... unless asked to keep one member's (merge_stores(embedding_from=...))
 
     def summary(self) -> str:
         what = (f"union of views ({self.num_views} views)" if self.mode == "views"
                 else f"ensemble of {len(self.inputs)} teachers (weights {', '.join(f'{w:g}' for w in self.weights or [])})")
-        note = ("; the teachers' embeddings are left out (each teacher embeds in its own space)"
-                if self.embeddings_dropped else "")
+        note = ""
+        if self.embedding_from is not None:
+            note = f"; the embedding is {self.embedding_from}'s (the other teachers' are left out)"
+        elif self.embeddings_dropped:
+            note = ("; the teachers' embeddings are left out (each teacher embeds in its own space: "
+                    "--embedding-from STORE keeps one)")
         return f"{self.out}: {what}, {self.records} records{note}"
 
 
@@ -93,8 +99,8 @@ def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress:
 
 
 # ------------------------------------------------------------------------------------------------------ merge
-_SAME_DATA = ("task", "num_samples", "num_classes", "class_names", "num_points", "augment", "view_stream", "params",
-              "num_anchors", "feature_dim", "feature_projection")  # the last three: stores with teacher features
+_SAME_DATA = ("task", "num_samples", "num_classes", "class_names", "num_points", "augment", "view_stream", "params")
+_SAME_FEATURES = ("num_anchors", "feature_dim", "feature_projection")  # more views of one teacher: stored alike
 
 
 def _describe(value: Any) -> str:
@@ -125,11 +131,13 @@ def teacher_id(header: StoreHeader) -> Any:
     return header.teacher.get("sha256")
 
 
-def _ensemble_teacher(headers: Sequence[StoreHeader], weights: Sequence[float]) -> dict[str, Any]:
+def _ensemble_teacher(headers: Sequence[StoreHeader], weights: Sequence[float],
+                      embedding_from: int | None = None) -> dict[str, Any]:
     members: list[dict] = []
     for h in headers:
         members.append(dict(h.teacher))
     token = json.dumps([[m.get("sha256"), w] for m, w in zip(members, weights)])
+    kept = {} if embedding_from is None else {"embedding_from": members[embedding_from].get("sha256")}
     return {
         "arch": "ensemble",
         "sha256": hashlib.sha256(b"kdpc-ensemble:" + token.encode()).hexdigest(),
@@ -138,6 +146,7 @@ def _ensemble_teacher(headers: Sequence[StoreHeader], weights: Sequence[float]) 
         "metrics": {},
         "ensemble": members,
         "weights": [float(w) for w in weights],
+        **kept,
     }
 
 
@@ -149,7 +158,8 @@ def _provenance(backend: Backend, header: StoreHeader, view_offset: int) -> dict
 
 
 def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec: str | None = None,
-                 overwrite: bool = False, show_progress: bool | None = None, break_lease: bool = False) -> MergeReport:
+                 overwrite: bool = False, show_progress: bool | None = None, break_lease: bool = False,
+                 embedding_from: Any = None) -> MergeReport:
     """Merge complete stores of the same data into ``out`` (a local folder or ``.h5``).
 
     * same teacher (sha256), codec, augmentation and data -> **more views**: the output holds every view of every
@@ -158,7 +168,9 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
       parameters, e.g. recorded with the same ``--seed``) are refused.
     * different teachers on identical views (same data, run seed, views and parameter arrays) -> an **ensemble**:
       the output is ``log(sum_i w_i p_i)`` (``weights`` normalised, default equal) re-encoded with ``codec``
-      (default: the first input's); every teacher is listed in ``header.teacher["ensemble"]``.
+      (default: the first input's); every teacher is listed in ``header.teacher["ensemble"]``. Teachers embed in
+      spaces of their own, which do not average: the output keeps no embedding, or, with ``embedding_from`` (one of
+      ``inputs``), that input's as stored (``header.teacher["embedding_from"]`` names its teacher).
     """
     if len(inputs) < 2:
         raise KdpcError("merge needs at least two stores")
@@ -177,7 +189,10 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
         if not np.array_equal(b.read_present(LABELS, 0, a.num_samples), labels):
             raise KdpcError(f"cannot merge {names[0]} and {name}: their labels differ")
     teachers = [teacher_id(h) for h in headers]
+    kept = _embedding_source(inputs, headers, embedding_from)
     if len(set(map(str, teachers))) == 1:
+        if kept is not None:
+            raise KdpcError("--embedding-from is for ensembles of different teachers; these stores share one teacher")
         if weights is not None:
             raise KdpcError("--weights is for ensembles of different teachers; these stores share one teacher")
         if codec is not None and codec != a.codec:
@@ -189,7 +204,20 @@ def merge_stores(inputs: Sequence[Any], out: Any, *, weights: Any = None, codec:
     if len(set(map(str, teachers))) != len(teachers):
         raise KdpcError("cannot merge: some inputs share a teacher and others do not; merge the views of each teacher "
                         "first, then make the ensemble")
-    return _merge_ensemble(backends, headers, names, labels, output, weights, codec)
+    return _merge_ensemble(backends, headers, names, labels, output, weights, codec, kept)
+
+
+def _embedding_source(inputs: Sequence[Any], headers: Sequence[StoreHeader], embedding_from: Any) -> int | None:
+    """The position in ``inputs`` of the store whose embedding an ensemble keeps (None: keep none)."""
+    if embedding_from is None:
+        return None
+    matches = [i for i, p in enumerate(inputs) if str(p) == str(embedding_from)]
+    if not matches:
+        raise KdpcError(f"--embedding-from {redact_text(str(embedding_from))} is not one of the stores being merged")
+    if not headers[matches[0]].feature_dim:
+        raise KdpcError(f"--embedding-from {redact_text(str(embedding_from))}: that store keeps no embedding "
+                        "(recorded with --feature-dim 0)")
+    return matches[0]
 
 
 def _view_keys(backend: Backend, header: StoreHeader) -> np.ndarray:
@@ -210,6 +238,10 @@ def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: lis
         if diff:
             raise KdpcError(f"cannot merge the views of {names[0]} and {name}: {'; '.join(diff)} (re-encode one with "
                             "the other's codec first, or record it again)")
+        diff = _differences(a, h, _SAME_FEATURES)
+        if diff:
+            raise KdpcError(f"cannot merge the views of {names[0]} and {name}: they keep the teacher's features "
+                            f"differently ({'; '.join(diff)}); record both with the same --feature-dim")
     # duplicates: the same (sample, seed, params) in two inputs
     keys = [_view_keys(b, h) for b, h in zip(backends, headers)]
     owner = np.concatenate([np.full(len(k), i) for i, k in enumerate(keys)])
@@ -288,7 +320,7 @@ def _merged_point_rows(backends: list[Backend], headers: list[StoreHeader], rec_
 
 
 def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: list[str], labels: np.ndarray,
-                    output: Output, weights: Any, codec: str | None) -> MergeReport:
+                    output: Output, weights: Any, codec: str | None, kept: int | None) -> MergeReport:
     a = headers[0]
     for name, h in zip(names[1:], headers[1:]):
         diff = _differences(a, h, ("run_seed", "num_views"))
@@ -305,10 +337,13 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
     codec_spec = codec or a.codec
     extra = dict(a.extra)
     extra["merged_from"] = [_provenance(b, h, 0) for b, h in zip(backends, headers)]
-    # different teachers embed in different spaces, which do not average: the ensemble keeps the answers only
+    # different teachers embed in different spaces, which do not average: the ensemble keeps the answers, and
+    # at most one member's embedding as that member stored it
     dropped = any(h.feature_dim for h in headers)
-    header = a.derive(codec=codec_spec, teacher=_ensemble_teacher(headers, w), extra=extra, feature_dim=0,
-                      feature_projection={})
+    source = headers[kept] if kept is not None else None
+    header = a.derive(codec=codec_spec, teacher=_ensemble_teacher(headers, w, kept), extra=extra,
+                      feature_dim=source.feature_dim if source else 0,
+                      feature_projection=source.feature_projection if source else {})
     enc = header.codec_obj()
     in_codecs = [h.codec_obj() for h in headers]
     in_out = [[s.name for s in record_array_specs(h) if s.name.startswith(OUTPUT_GROUP + "/")] for h in headers]
@@ -319,7 +354,8 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
         arrays = _view_major_ids(header, start, stop)
         for spec in specs:
             if spec.name not in arrays and not spec.name.startswith(prefix):
-                arrays[spec.name] = backends[0].read_present(spec.name, start, stop)
+                source_backend = backends[kept] if spec.name == FEATURES else backends[0]
+                arrays[spec.name] = source_backend.read_present(spec.name, start, stop)
         stacked = []
         for bk, c, names_ in zip(backends, in_codecs, in_out):
             raw = {n[len(prefix):]: bk.read_present(n, start, stop) for n in names_}
@@ -332,5 +368,5 @@ def _merge_ensemble(backends: list[Backend], headers: list[StoreHeader], names: 
 
     path = _write_store(output, header, labels, block, "ensemble")
     return MergeReport(out=path, mode="ensemble", inputs=names, num_views=a.num_views, records=header.num_records,
-                       weights=w, embeddings_dropped=dropped)
+                       weights=w, embeddings_dropped=dropped, embedding_from=None if kept is None else names[kept])
 
