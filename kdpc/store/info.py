@@ -139,7 +139,7 @@ def format_info(info: dict[str, Any]) -> str:
 
 def _teacher_line(teacher: dict, metrics: dict) -> str:
     return (f"{teacher.get('arch', '?')} ({int(teacher.get('num_params') or 0):,} params), sha256 "
-            f"{str(teacher.get('sha256', '?'))[:16]}…, test "
+            f"{str(teacher.get('sha256', '?'))[:16]}…, scores "
             + " ".join(f"{k}={v:.4f}" for k, v in (metrics or {}).items()
                        if isinstance(v, float) and "/iou/" not in k))  # per-class IoUs: kdpc eval prints them
 
