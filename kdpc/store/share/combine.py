@@ -17,7 +17,8 @@ from ...errors import KdpcError, distinguishing_prefixes
 from ...progress import progress
 from ...secrets import redact_text
 from ..backends import Backend
-from ..schema import FEATURES, LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, StoreHeader, record_array_specs
+from ..schema import (FEATURES, LABELS, OUTPUT_GROUP, POINT_COUNT, POINT_OFFSET, SEG_FIELDS, StoreHeader,
+                      record_array_specs)
 from ..writer import RecordWriter
 from .sources import open_complete
 
@@ -100,7 +101,6 @@ def convert_store(src: Any, dst: Any, *, overwrite: bool = False, show_progress:
 
 # ------------------------------------------------------------------------------------------------------ merge
 _SAME_DATA = ("task", "num_samples", "num_classes", "class_names", "num_points", "augment", "view_stream", "params")
-_SAME_FEATURES = ("num_anchors", "feature_dim", "feature_projection")  # more views of one teacher: stored alike
 
 
 def _describe(value: Any) -> str:
@@ -238,7 +238,7 @@ def _merge_views(backends: list[Backend], headers: list[StoreHeader], names: lis
         if diff:
             raise KdpcError(f"cannot merge the views of {names[0]} and {name}: {'; '.join(diff)} (re-encode one with "
                             "the other's codec first, or record it again)")
-        diff = _differences(a, h, _SAME_FEATURES)
+        diff = _differences(a, h, SEG_FIELDS)  # more views of one teacher: features stored alike
         if diff:
             raise KdpcError(f"cannot merge the views of {names[0]} and {name}: they keep the teacher's features "
                             f"differently ({'; '.join(diff)}); record both with the same --feature-dim")
