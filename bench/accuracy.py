@@ -20,6 +20,12 @@ validation split; the test split is scored once at the end and never chooses any
   zkl9     the same with that paper's weights: KD 9, CE 0.1
   rel      kd + the teacher's answer relations asked of the student's embedding (--relation-weight 10)
 
+--teacher-seeds 100,101,102 makes the teacher an equal-weight ensemble of the recipe trained with those seeds
+(kdpc's other route to a strong teacher): each member is trained and recorded on the same views, the stores are
+merged (``kdpc records merge --embedding-from`` the first member's, so the students keep the embedding term) and the
+students distil from the merged store; the teacher row scores the ensemble the way ``kdpc eval`` does (the mean of the
+members' probabilities), each member beneath it. The online arm needs one live teacher and is refused with it.
+
 --selection last reports every run (the teacher's included) at its last epoch instead, from the runs' last.pt
 (scored once on val and test and cached next to the run's JSON): the same runs under the protocol's other honest
 rule, to show whether a conclusion depends on the rule.
@@ -33,6 +39,7 @@ teacher's.
     python bench/accuracy.py                                     # ~6 CPU-hours: run it on a quiet box
     python bench/accuracy.py --students pointnet-tiny --arms ce,kd --seeds 1,2,3
     python bench/accuracy.py --teacher-opt embed_dim=64 --workdir bench-out/wide   # a twice-wider teacher
+    python bench/accuracy.py --teacher-seeds 100,101,102,103,104 --workdir bench-out/ens5   # a 5-seed ensemble
     python bench/accuracy.py --quick                             # a 2-minute smoke run of the pipeline
 """
 
@@ -82,6 +89,17 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "record":
         record(RecordConfig(**spec["cfg"]), log=quiet, show_progress=False)
         return {**spec, "metrics": {}, "seconds": time.perf_counter() - started}
+    if spec["kind"] == "merge":
+        from kdpc.store.share import merge_stores
+
+        merge_stores(**spec["cfg"], show_progress=False)
+        return {**spec, "metrics": {}, "seconds": time.perf_counter() - started}
+    if spec["kind"] == "ensemble":
+        from kdpc.training.evaluate import evaluate_ensemble
+
+        scores = {f"{split}/oa": evaluate_ensemble(spec["cfg"]["checkpoints"], split=split, device="cpu")["oa"]
+                  for split in ("val", "test")}
+        return {**spec, "metrics": scores, "seconds": time.perf_counter() - started}
     if spec["kind"] == "train":
         _, path = train(TrainConfig(**spec["cfg"]), log=quiet)
     else:
@@ -100,8 +118,8 @@ def run_all(specs: list[dict[str, Any]], jobs: int, report_only: bool = False) -
         for result in pool.imap_unordered(_job, todo):
             Path(result["done_file"]).write_text(json.dumps(result))  # finished runs survive an interrupted bench
             metrics = result["metrics"]
-            print(f"  {result['name']:<40s} test OA {100 * metrics.get('test/oa', float('nan')):6.2f} "
-                  f"({result['seconds'] / 60:.1f} min)", flush=True)
+            scored = f"test OA {100 * metrics['test/oa']:6.2f}" if "test/oa" in metrics else "done          "
+            print(f"  {result['name']:<40s} {scored} ({result['seconds'] / 60:.1f} min)", flush=True)
             results.append(result)
         pool.close()
         pool.join()
@@ -117,12 +135,18 @@ def at_last_epoch(run: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)  # scored like the runs: one thread
 
-    out = Path(run["cfg"]["out"])
-    last = sidecar(out, "last.pt") if run["kind"] == "train" else out / "last.pt"
     cache = Path(run["done_file"]).with_suffix(".last-epoch.json")
     if cache.exists():
         scores = json.loads(cache.read_text())
+    elif run["kind"] == "ensemble":  # the members' last epochs, mixed as kdpc eval mixes them
+        from kdpc.training.evaluate import evaluate_ensemble
+
+        lasts = [str(sidecar(Path(c), "last.pt")) for c in run["cfg"]["checkpoints"]]
+        scores = {f"{split}/oa": evaluate_ensemble(lasts, split=split, device="cpu")["oa"] for split in ("val", "test")}
+        cache.write_text(json.dumps(scores))
     else:
+        out = Path(run["cfg"]["out"])
+        last = sidecar(out, "last.pt") if run["kind"] == "train" else out / "last.pt"
         scores = {f"{split}/oa": evaluate_checkpoint(str(last), split=split, device="cpu")["oa"] for split in ("val", "test")}
         cache.write_text(json.dumps(scores))
     chosen = {k: v for k, v in run["metrics"].items() if k != "epoch"}  # the chosen epoch's number no longer applies
@@ -178,6 +202,9 @@ def main() -> None:
     p.add_argument("--teacher", default="pointmlp-tiny")
     p.add_argument("--teacher-epochs", type=int, default=60)
     p.add_argument("--teacher-seed", type=int, default=100)
+    p.add_argument("--teacher-seeds", default=None, metavar="S1,S2,...",
+                   help="an ensemble teacher: the recipe trained with each of these seeds, recorded and merged "
+                        "(replaces --teacher-seed)")
     p.add_argument("--teacher-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a teacher model option, e.g. embed_dim=64 for a twice-wider pointmlp-tiny; repeatable")
     p.add_argument("--views", type=int, default=50)
@@ -211,25 +238,61 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
+    try:
+        teacher_seeds = [int(x) for x in args.teacher_seeds.split(",")] if args.teacher_seeds else [args.teacher_seed]
+    except ValueError:
+        p.error(f"--teacher-seeds takes comma-separated integers, got {args.teacher_seeds!r}")
+    if len(set(teacher_seeds)) != len(teacher_seeds):
+        p.error(f"--teacher-seeds names a seed twice: {args.teacher_seeds}")
+    ensemble = len(teacher_seeds) > 1
+    if ensemble and "online" in arms:
+        p.error("the online arm runs one live teacher: leave it out of --arms with --teacher-seeds")
     features = f"-f{args.feature_dim}" if args.feature_dim else ""
-    teacher, store = work / "teacher.pt", work / f"records-{args.views}v{features}.zarr"
-    print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs; then {args.views} recorded views")
-    asked = {"model": args.teacher, "epochs": args.teacher_epochs, "seed": args.teacher_seed, "device": "cpu",
-             "out": str(teacher), **teacher_opts, **data}
-    results = run_all([{"kind": "train", "name": "teacher", "arm": "teacher", "seed": args.teacher_seed,
-                        "done_file": str(work / "teacher.json"), "cfg": asked}], 1)
-    trained = results[0]["cfg"]  # what the workdir's teacher was trained with: a reused workdir may hold another
-    differs = [f"{key} {trained.get(key)!r} (asked {asked.get(key)!r})" for key in TEACHER_KEYS
-               if trained.get(key) != asked.get(key)]
-    if differs:  # students distilled from one teacher must never be reported as another's
-        p.error(f"{work} holds a teacher trained with {', '.join(differs)}: use another --workdir for this teacher")
+    # member 0 keeps the single-teacher names, so a workdir's single teacher is its ensemble's first member
+    members = [("" if k == 0 else f"-s{seed}", seed) for k, seed in enumerate(teacher_seeds)]
+    teacher = work / "teacher.pt"
+    member_stores = [work / f"records-{args.views}v{features if k == 0 else ''}{tag}.zarr"
+                     for k, (tag, _) in enumerate(members)]
+    store = work / f"records-{args.views}v{features}-ens{len(members)}.zarr" if ensemble else member_stores[0]
+    print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs"
+          f"{', seeds ' + args.teacher_seeds if ensemble else ''}; then {args.views} recorded views")
+    asked = [{"model": args.teacher, "epochs": args.teacher_epochs, "seed": seed, "device": "cpu",
+              "out": str(work / f"teacher{tag}.pt"), **teacher_opts, **data} for tag, seed in members]
+    results = run_all([{"kind": "train", "name": f"teacher{tag}", "arm": "teacher", "seed": seed,
+                        "done_file": str(work / f"teacher{tag}.json"), "cfg": cfg}
+                       for (tag, seed), cfg in zip(members, asked)], args.jobs)
+    results.sort(key=lambda r: teacher_seeds.index(r["seed"]))
+    for done, cfg in zip(results, asked):
+        trained = done["cfg"]  # what the workdir's teacher was trained with: a reused workdir may hold another
+        differs = [f"{key} {trained.get(key)!r} (asked {cfg.get(key)!r})" for key in TEACHER_KEYS
+                   if trained.get(key) != cfg.get(key)]
+        if differs:  # students distilled from one teacher must never be reported as another's
+            p.error(f"{work} holds a teacher trained with {', '.join(differs)}: use another --workdir for this teacher")
+    trained = results[0]["cfg"]
+    run_all([{"kind": "record", "name": f"record{tag}", "seed": 0, "done_file": str(work / f"record{tag}.json"),
+              "cfg": {"teacher": str(work / f"teacher{tag}.pt"), "views": args.views, "out": str(path),
+                      "device": "cpu", "seed": 0, "feature_dim": args.feature_dim if k == 0 else 0, "workers": 0,
+                      "resume": path.exists()}}
+             for k, ((tag, _), path) in enumerate(zip(members, member_stores))], args.jobs)
+    if ensemble:
+        run_all([{"kind": "merge", "name": "merge", "seed": 0, "done_file": str(work / f"merge-ens{len(members)}.json"),
+                  "cfg": {"inputs": [str(x) for x in member_stores], "out": str(store), "overwrite": True,
+                          "embedding_from": str(member_stores[0]) if args.feature_dim else None}}], 1)
+        scored = run_all([{"kind": "ensemble", "name": "ensemble", "arm": "teacher", "seed": teacher_seeds[0],
+                           "done_file": str(work / f"ensemble{len(members)}.json"),
+                           "cfg": {"checkpoints": [c["out"] for c in asked]}}], 1)
+        results = scored + results
     if args.selection == "last":
         results = [at_last_epoch(r) for r in results]
-    run_all([{"kind": "record", "name": "record", "seed": 0, "done_file": str(work / "record.json"),
-              "cfg": {"teacher": str(teacher), "views": args.views, "out": str(store), "device": "cpu", "seed": 0,
-                      "feature_dim": args.feature_dim, "workers": 0, "resume": store.exists()}}], 1)
     teacher_oa = test_oa(results[0])
     teacher_label = " ".join([trained["model"], *(f"{k}={v}" for k, v in trained.get("model_cfg", {}).items())])
+    teacher_rows = [["teacher " + teacher_label, "-", f"{100 * results[0]['metrics']['val/oa']:.2f}",
+                     f"{teacher_oa:.2f}", "-", "-", "-", "1"]]
+    if ensemble:
+        teacher_rows = [[f"teacher: ensemble of {len(members)} {teacher_label}", "-",
+                         f"{100 * results[0]['metrics']['val/oa']:.2f}", f"{teacher_oa:.2f}", "-", "-", "-", "1"]]
+        teacher_rows += [[f"member seed {r['seed']}", "-", f"{100 * r['metrics']['val/oa']:.2f}",
+                          f"{test_oa(r):.2f}", "-", "-", "-", "1"] for r in results[1:]]
 
     arm_cfg = {"kd": {}, "dist": {"feature_weight": 0.0}, "kl": {"kd_objective": "kl", "temperature": 2.0},
                "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0, "feature_weight": 0.0},
@@ -261,8 +324,7 @@ def main() -> None:
 
     header = ["student", "arm", "val OA %", "test OA % (mean ± std)", "test − CE (paired ± s.e.)",
               "teacher − CE gap closed", "test OA per seed", "seeds"]
-    rows = [["teacher " + teacher_label, "-", f"{100 * results[0]['metrics']['val/oa']:.2f}", f"{teacher_oa:.2f}",
-             "-", "-", "-", "1"]]
+    rows = list(teacher_rows)
     for student in students:
         rows += student_rows(results, student, arms, teacher_oa)
     checks = []
@@ -281,7 +343,9 @@ def main() -> None:
     report = "\n".join([
         f"Machine: {machine_line('cpu')} (runs: 1-thread processes, {args.jobs} at a time)",
         f"Command: `python bench/accuracy.py {' '.join(sys.argv[1:])}`",
-        f"Teacher {teacher_label}: {trained['epochs']} epochs, seed {trained['seed']}; {args.views} recorded views; "
+        f"Teacher {teacher_label}: {trained['epochs']} epochs, "
+        f"{'seeds ' + ', '.join(map(str, teacher_seeds)) + ' (an equal-weight ensemble)' if ensemble else 'seed ' + str(trained['seed'])}; "
+        f"{args.views} recorded views; "
         f"students {args.epochs} epochs; "
         f"{'epochs chosen on val, test scored once' if args.selection == 'val' else 'every run at its last epoch'}; this run "
         f"{(time.perf_counter() - started) / 60:.0f} min.", "",

@@ -81,3 +81,39 @@ def test_last_epoch_scores_come_from_the_last_checkpoint_and_are_cached(tmp_path
         assert scored["selected_by"] == "last epoch" and "epoch" not in scored
     (tmp_path / "ce.last.pt").unlink()  # a second report reads the cache, not the checkpoint
     assert bench.at_last_epoch(runs[0])["metrics"]["test/oa"] == pytest.approx(expected["test"])
+
+
+def test_an_ensemble_teacher_is_trained_recorded_merged_and_scored_as_kdpc_eval_scores_it(tmp_path):
+    from kdpc.store.backends import open_store, read_header
+    from kdpc.training.evaluate import evaluate_ensemble
+
+    done = _run("--quick", "--teacher-seeds", "7,8", "--students", "pointnet-tiny", "--arms", "kd", "--jobs", "1",
+                "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    work = tmp_path / "work"
+    members = [torch.load(work / name, map_location="cpu", weights_only=True) for name in ("teacher.pt", "teacher-s8.pt")]
+    assert [m["provenance"]["config"]["seed"] for m in members] == [7, 8]
+    # the students learn from the merged store: both members, the first one's embedding kept
+    kd = json.loads((work / "pointnet-tiny-kd-s1.json").read_text())
+    assert kd["cfg"]["records"] == str(work / "records-2v-f256-ens2.zarr")
+    header = read_header(open_store(work / "records-2v-f256-ens2.zarr"))
+    assert len(header.teacher["ensemble"]) == 2
+    assert header.teacher["embedding_from"] == header.teacher["ensemble"][0]["sha256"]
+    # the teacher row is the ensemble as kdpc eval scores it, each member beneath it
+    scores = evaluate_ensemble([str(work / "teacher.pt"), str(work / "teacher-s8.pt")], split="test", device="cpu")
+    assert "| teacher: ensemble of 2 pointmlp-tiny | - | " in done.stdout
+    assert f"| {100 * scores['oa']:.2f} | - | - | - | 1 |" in done.stdout.split("| teacher: ensemble of 2")[1].splitlines()[0]
+    for member, seed in zip(scores["members"], (7, 8)):
+        assert f"| member seed {seed} | - | " in done.stdout and f"{100 * member['oa']:.2f} | - |" in done.stdout
+    assert "seeds 7, 8 (an equal-weight ensemble)" in done.stdout
+
+
+def test_an_ensemble_teacher_refuses_the_online_arm_and_repeated_seeds(tmp_path):
+    online = _run("--teacher-seeds", "1,2", "--arms", "ce,online", "--workdir", str(tmp_path / "work"), cwd=tmp_path)
+    assert online.returncode == 2 and "Traceback" not in online.stderr
+    assert online.stderr.strip().splitlines()[-1] == (
+        "accuracy.py: error: the online arm runs one live teacher: leave it out of --arms with --teacher-seeds")
+    twice = _run("--teacher-seeds", "1,1", "--workdir", str(tmp_path / "work"), cwd=tmp_path)
+    assert twice.returncode == 2 and twice.stderr.strip().splitlines()[-1] == (
+        "accuracy.py: error: --teacher-seeds names a seed twice: 1,1")
+    assert not any((tmp_path / "work").glob("*.pt"))
