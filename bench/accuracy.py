@@ -40,6 +40,7 @@ teacher's.
     python bench/accuracy.py --students pointnet-tiny --arms ce,kd --seeds 1,2,3
     python bench/accuracy.py --teacher-opt embed_dim=64 --workdir bench-out/wide   # a twice-wider teacher
     python bench/accuracy.py --teacher-seeds 100,101,102,103,104 --workdir bench-out/ens5   # a 5-seed ensemble
+    python bench/accuracy.py --teacher-points 512 --workdir bench-out/res512   # a teacher reading every raw point
     python bench/accuracy.py --quick                             # a 2-minute smoke run of the pipeline
 """
 
@@ -59,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table  # noqa: E402
 
 from kdpc.cli.common import parse_kv  # noqa: E402
+from kdpc.data.synthetic import DEFAULT_NUM_POINTS as SYNTHETIC_POINTS  # noqa: E402
 from kdpc.errors import KdpcError  # noqa: E402
 
 ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
@@ -207,6 +209,9 @@ def main() -> None:
                         "(replaces --teacher-seed)")
     p.add_argument("--teacher-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a teacher model option, e.g. embed_dim=64 for a twice-wider pointmlp-tiny; repeatable")
+    p.add_argument("--teacher-points", type=int, default=None, metavar="N",
+                   help="the teacher trains on and records N points of each view; the students read the first of "
+                        "them at their own (the data's) resolution, kdpc distill --num-points")
     p.add_argument("--views", type=int, default=50)
     p.add_argument("--feature-dim", type=int, default=256,
                    help="record the teacher's embedding of each view this wide (0: logits only)")
@@ -247,6 +252,15 @@ def main() -> None:
     ensemble = len(teacher_seeds) > 1
     if ensemble and "online" in arms:
         p.error("the online arm runs one live teacher: leave it out of --arms with --teacher-seeds")
+    if args.teacher_points is not None and "online" in arms:
+        p.error("the online teacher reads the student's own points: leave the online arm out of --arms with "
+                "--teacher-points")
+    student_points = data.get("num_points", SYNTHETIC_POINTS)
+    if args.teacher_points is not None and args.teacher_points < student_points:
+        p.error(f"--teacher-points {args.teacher_points}: the students read {student_points} points of each view, "
+                "so the teacher needs at least as many")
+    teacher_points = {"num_points": args.teacher_points} if args.teacher_points is not None else {}
+    fewer_points = {"num_points": student_points} if args.teacher_points not in (None, student_points) else {}
     features = f"-f{args.feature_dim}" if args.feature_dim else ""
     # member 0 keeps the single-teacher names, so a workdir's single teacher is its ensemble's first member
     members = [("" if k == 0 else f"-s{seed}", seed) for k, seed in enumerate(teacher_seeds)]
@@ -257,7 +271,8 @@ def main() -> None:
     print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs"
           f"{', seeds ' + args.teacher_seeds if ensemble else ''}; then {args.views} recorded views")
     asked = [{"model": args.teacher, "epochs": args.teacher_epochs, "seed": seed, "device": "cpu",
-              "out": str(work / f"teacher{tag}.pt"), **teacher_opts, **data} for tag, seed in members]
+              "out": str(work / f"teacher{tag}.pt"), **teacher_opts, **data, **teacher_points}
+             for tag, seed in members]
     results = run_all([{"kind": "train", "name": f"teacher{tag}", "arm": "teacher", "seed": seed,
                         "done_file": str(work / f"teacher{tag}.json"), "cfg": cfg}
                        for (tag, seed), cfg in zip(members, asked)], args.jobs)
@@ -285,7 +300,8 @@ def main() -> None:
     if args.selection == "last":
         results = [at_last_epoch(r) for r in results]
     teacher_oa = test_oa(results[0])
-    teacher_label = " ".join([trained["model"], *(f"{k}={v}" for k, v in trained.get("model_cfg", {}).items())])
+    teacher_label = " ".join([trained["model"], *(f"{k}={v}" for k, v in trained.get("model_cfg", {}).items()),
+                              *([f"at {args.teacher_points} points"] if fewer_points else [])])
     teacher_rows = [["teacher " + teacher_label, "-", f"{100 * results[0]['metrics']['val/oa']:.2f}",
                      f"{teacher_oa:.2f}", "-", "-", "-", "1"]]
     if ensemble:
@@ -314,7 +330,7 @@ def main() -> None:
                 else:
                     spec.update(kind="distill", cfg={"records": str(store), "student": student, "epochs": args.epochs,
                                                      "seed": seed, "device": "cpu", "out": str(work / name),
-                                                     **arm_cfg[arm]})
+                                                     **fewer_points, **arm_cfg[arm]})
                 specs.append(spec)
     print(f"== {len(specs)} student runs on {args.jobs} processes")
     students_done = run_all(specs, args.jobs, args.report)

@@ -55,6 +55,13 @@ def tiny_teacher(tmp_path_factory) -> Path:
     return out
 
 
+def record_tiny(teacher: Path, folder: Path, *args: str) -> Path:
+    """``teacher`` recorded with 2 views and ``args`` into ``folder/store.zarr``."""
+    out = folder / "store.zarr"
+    run_kdpc("record", "--teacher", str(teacher), "--views", "2", *args, "--device", "cpu", "--out", str(out))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tiny_teacher, tmp_path_factory) -> Path:
     """A complete zarr store of 3 views from the tiny teacher, in blocks of 64 records."""

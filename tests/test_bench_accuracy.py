@@ -117,3 +117,30 @@ def test_an_ensemble_teacher_refuses_the_online_arm_and_repeated_seeds(tmp_path)
     assert twice.returncode == 2 and twice.stderr.strip().splitlines()[-1] == (
         "accuracy.py: error: --teacher-seeds names a seed twice: 1,1")
     assert not any((tmp_path / "work").glob("*.pt"))
+
+
+def test_a_teacher_at_more_points_is_recorded_there_and_the_students_read_their_own(tmp_path):
+    from kdpc.checkpoint import load_checkpoint
+    from kdpc.store.backends import open_store, read_header
+
+    done = _run("--quick", "--teacher-points", "256", "--students", "pointnet-tiny", "--arms", "ce,kd", "--jobs", "1",
+                "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    work = tmp_path / "work"
+    assert load_checkpoint(work / "teacher.pt").dataset["num_points"] == 256
+    assert read_header(open_store(work / "records-2v-f256.zarr")).num_points == 256
+    for student in ("pointnet-tiny-ce-s1.pt", "pointnet-tiny-kd-s1/student.pt"):
+        assert load_checkpoint(work / student).dataset["num_points"] == 128  # --quick's students read 128
+    assert "| teacher pointmlp-tiny at 256 points | - |" in done.stdout
+
+
+def test_teacher_points_refuse_the_online_arm_and_fewer_points_than_the_students(tmp_path):
+    online = _run("--teacher-points", "512", "--arms", "ce,online", "--workdir", str(tmp_path / "work"), cwd=tmp_path)
+    assert online.returncode == 2 and online.stderr.strip().splitlines()[-1] == (
+        "accuracy.py: error: the online teacher reads the student's own points: leave the online arm out of --arms "
+        "with --teacher-points")
+    fewer = _run("--teacher-points", "128", "--arms", "ce,kd", "--workdir", str(tmp_path / "work"), cwd=tmp_path)
+    assert fewer.returncode == 2 and fewer.stderr.strip().splitlines()[-1] == (
+        "accuracy.py: error: --teacher-points 128: the students read 256 points of each view, so the teacher needs "
+        "at least as many")
+    assert not any((tmp_path / "work").glob("*.pt"))

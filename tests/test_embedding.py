@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_DATA_OPTS, assert_one_line_error, run_kdpc
+from conftest import TINY_DATA_OPTS, assert_one_line_error, record_tiny, run_kdpc
 from kdpc.augment import params_at, replay_view
 from kdpc.checkpoint import load_checkpoint
 from kdpc.distill.dataset import recorded_dataset
@@ -25,10 +25,7 @@ from kdpc.store.schema import FEATURES, array_specs
 @pytest.fixture(scope="module")
 def feature_store(tiny_teacher, tmp_path_factory):
     """The tiny pointnet-tiny teacher (128-dim embedding) recorded with 16-dim (projected) embeddings."""
-    out = tmp_path_factory.mktemp("emb") / "emb.zarr"
-    run_kdpc("record", "--teacher", str(tiny_teacher), "--views", "2", "--feature-dim", "16", "--device", "cpu",
-             "--out", str(out))
-    return out
+    return record_tiny(tiny_teacher, tmp_path_factory.mktemp("emb"), "--feature-dim", "16")
 
 
 def test_cls_header_with_features_round_trips_and_stays_plain_without():

@@ -141,6 +141,9 @@ def eval_cmd(checkpoints, model_path, weights, dataset, data_root, split, batch_
 @click.option("--nwsd-weight", type=float, default=None, help="Signed NWSD weight (negative: push away).")
 @click.option("--nwsd-source", type=click.Choice(["ema", "past", "sharpen"]), default=None)
 @click.option("--views", type=int, default=None, help="Use only the first K recorded views (default all).")
+@click.option("--num-points", type=int, default=None,
+              help="Classification stores: the student reads the first N points of each recorded view (default "
+                   "all), e.g. from a teacher recorded at a higher resolution.")
 @click.option("--online-teacher", default=None,
               help="Baseline: classic online KD with this teacher in every step (no store); any teacher `kdpc "
                    "record` takes.")
@@ -159,7 +162,7 @@ def eval_cmd(checkpoints, model_path, weights, dataset, data_root, split, batch_
 @click.option("--seed", type=int, default=None)
 def distill_cmd(records, student, student_old, student_opt, data_root, epochs, batch_size, lr, ce_weight, kd_weight,
                 temperature, kd_objective, kd_schedule, relation_weight, feature_weight, label_smoothing, select, nwsd_weight,
-                nwsd_source, views, online_teacher, online_teacher_weights, online_adapter, online_dataset, set_pairs,
+                nwsd_source, views, num_points, online_teacher, online_teacher_weights, online_adapter, online_dataset, set_pairs,
                 out, resume, config, device, workers, seed) -> None:
     """Train a student from a record store alone: CE + KD to the recorded teacher (+ NWSD with --nwsd-weight);
     parts and scenes: CE + per-point KL + the SRKD relation terms (--set srkd.KEY=VALUE)."""
@@ -172,7 +175,7 @@ def distill_cmd(records, student, student_old, student_opt, data_root, epochs, b
                        kd_objective=kd_objective, kd_schedule=kd_schedule, relation_weight=relation_weight,
                        feature_weight=feature_weight,
                        label_smoothing=label_smoothing, select=select, nwsd_weight=nwsd_weight,
-                       nwsd_source=nwsd_source, views=views, online_teacher=online_teacher,
+                       nwsd_source=nwsd_source, views=views, num_points=num_points, online_teacher=online_teacher,
                        online_teacher_weights=online_teacher_weights, out=out, resume=resume, device=device,
                        workers=workers, seed=seed)
     if student_opt:

@@ -32,8 +32,31 @@ def recorded_dataset(header: Any, store: str, data_root: str | None = None) -> A
     return dataset
 
 
-def check_provenance(header: Any, dataset: Any) -> None:
-    """Refuse to train when the store was not recorded from exactly this data."""
+def student_points(header: Any, asked: int | None, store: str) -> int | None:
+    """How many points of each recorded view the student reads: ``None`` (all the store's) or, with ``kdpc distill
+    --num-points N``, the first ``N``. A view's point subset is prefix-consistent (``kdpc.augment.subset_indices``)
+    and the rest of a view is per point, so the student's view is exactly part of the teacher's: a teacher recorded
+    at a higher resolution than a deployed student reads. Classification stores of plain views only (a part or scene
+    store keeps per-point outputs and anchors of all its points; a mix view's share of partner points is counted
+    from the view's own size)."""
+    if asked is None or asked == header.num_points:
+        return None
+    where = f"--num-points {asked}: store {store}"
+    if header.task != "cls":
+        raise KdpcError(f"{where} is a {header.task} store; reading fewer points than recorded is for "
+                        "classification stores (parts and scenes keep per-point outputs of every recorded point)")
+    if any(spec.name == "partner" for spec in header.params):
+        raise KdpcError(f"{where} holds mix views, whose partner share depends on the view's size: distil it at "
+                        f"its recorded {header.num_points} points")
+    if not 1 <= asked <= header.num_points:
+        raise KdpcError(f"{where} was recorded at {header.num_points} points per view: a student reads at most "
+                        "that many")
+    return asked
+
+
+def check_provenance(header: Any, dataset: Any, *, fewer_points: bool = False) -> None:
+    """Refuse to train when the store was not recorded from exactly this data (``fewer_points``: the student may
+    read the first points of each view, ``student_points``)."""
     recorded = header.dataset
     differences = []
     if recorded.get("fingerprint") != dataset.fingerprint():
@@ -43,7 +66,7 @@ def check_provenance(header: Any, dataset: Any) -> None:
         differences.append(f"num_samples {recorded.get('num_samples')} vs {len(dataset)}")
     # scene stores: header.num_points is the largest view; the data's own num_points (the crop size) is in dataset
     recorded_points = int(recorded.get("num_points", -1) if header.task == "semseg" else header.num_points)
-    if recorded_points != dataset.num_points:
+    if recorded_points != dataset.num_points and not (fewer_points and dataset.num_points < recorded_points):
         differences.append(f"num_points {recorded_points} vs {dataset.num_points}")
     names = dataset.output_names
     if list(header.class_names) != names:

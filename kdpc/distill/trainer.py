@@ -28,7 +28,7 @@ from ..training.evaluate import primary_metric
 from ..training.loop import LoopHooks, LoopState, fit, resolve_select
 from ..training.runtime import resolve_device, seed_everything
 from ..training.setup import FitConfig, build_model, build_optimisation, epoch_loader, load_splits, scorers
-from .dataset import RecordedViews, check_provenance
+from .dataset import RecordedViews, check_provenance, student_points
 from .embedding import DEFAULT_FEATURE_TEMPERATURE, EmbeddingProjector, embedding_contrast_loss
 from .losses import answer_relation_loss, dist_loss, kd_loss, label_smoothing_ce, nwsd_loss, standardized_kd_loss
 from .seg import SrkdLoss, srkd_options
@@ -70,6 +70,9 @@ class DistillConfig(FitConfig):
     online_adapter: dict[str, Any] = field(default_factory=dict)
     online_dataset: dict[str, Any] = field(default_factory=dict)  # name, config, num_points (a kdpc checkpoint's own)
     views: int | None = None  # distill from the first K recorded views only (default: all of them)
+    # classification stores: the student reads the first N points of each recorded view (default: all of them),
+    # e.g. a teacher recorded at every raw point for a student deployed at fewer (kdpc.distill.dataset.student_points)
+    num_points: int | None = None
     srkd: dict[str, Any] = field(default_factory=dict)  # segmentation losses (kdpc.distill.seg.SrkdConfig)
     online_views: int = 40  # as many views as `kdpc record` records by default
     online_seed: int = 0
@@ -96,6 +99,11 @@ class DistillConfig(FitConfig):
         if self.kd_schedule not in ("auto", *KD_SCHEDULES):
             raise KdpcError(f"--kd-schedule must be auto or one of {', '.join(KD_SCHEDULES)}, "
                             f"got {self.kd_schedule!r}")
+        if self.num_points is not None and self.num_points < 1:
+            raise KdpcError(f"--num-points must be >= 1 (or left out: every recorded point), got {self.num_points}")
+        if self.num_points is not None and self.records is None:
+            raise KdpcError("--num-points is for offline distillation (--records): the online teacher reads the "
+                            "student's own points")
         if self.views is not None and self.views < 1:
             raise KdpcError(f"--views must be >= 1 (or left out: all recorded views), got {self.views}")
         if self.records is None and self.online_teacher is None:
@@ -156,6 +164,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
             reader = RecordReader(cfg.records)
             header = reader.header
             data_info, run_seed, num_views = header.dataset, header.run_seed, cfg.views or header.num_views
+            fewer = student_points(header, cfg.num_points, redact_text(str(cfg.records)))
+            if fewer is not None:
+                data_info = {**data_info, "num_points": fewer}
             source = {"records": redact_text(str(cfg.records)), "teacher": header.teacher, "store_created": header.created,
                       "codec": header.codec, "views": header.num_views}
         else:
@@ -171,7 +182,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                              data_info.get("config", {}), train_split=data_info.get("split", "train"))
         train_set = splits.train
         if reader is not None:
-            check_provenance(reader.header, train_set)
+            check_provenance(reader.header, train_set, fewer_points=cfg.num_points is not None)
             reader.load_all()  # every rank holds the whole store: the ranks' shares change every epoch
         else:
             teacher = online.bind(train_set, device).training_module()
@@ -202,6 +213,9 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     if reader is not None:
         log(f"records: {reader.num_records} ({reader.num_samples} samples x {reader.num_views} views, "
             f"codec {reader.header.codec}) from {redact_text(str(cfg.records))}")
+        if train_set.num_points < reader.header.num_points:
+            log(f"the student reads the first {train_set.num_points} of the {reader.header.num_points} points of "
+                "each recorded view (and of each val/test sample)")
 
     task = train_set.task
     student, student_cfg, num_outputs = build_model(cfg.student, train_set, cfg.student_cfg, device, world, cfg.sync_bn)
