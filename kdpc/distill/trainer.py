@@ -157,7 +157,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
     on_main(world, lambda: _check_out(out, cfg.resume))
 
     def setup():
-        reader = teacher = augment = None
+        reader = teacher = augment = fewer = None
         if cfg.online_teacher is None:
             from ..store import RecordReader  # imported here: the online path never opens a store
 
@@ -182,7 +182,7 @@ def _distill(cfg: DistillConfig, device: torch.device, world: World, log) -> tup
                              data_info.get("config", {}), train_split=data_info.get("split", "train"))
         train_set = splits.train
         if reader is not None:
-            check_provenance(reader.header, train_set, fewer_points=cfg.num_points is not None)
+            check_provenance(reader.header, train_set, fewer_points=fewer is not None)
             reader.load_all()  # every rank holds the whole store: the ranks' shares change every epoch
         else:
             teacher = online.bind(train_set, device).training_module()
