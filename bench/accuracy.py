@@ -26,6 +26,11 @@ merged (``kdpc records merge --embedding-from`` the first member's, so the stude
 students distil from the merged store; the teacher row scores the ensemble the way ``kdpc eval`` does (the mean of the
 members' probabilities), each member beneath it. The online arm needs one live teacher and is refused with it.
 
+--teacher-samples-per-class N trains the teacher on a larger synthetic set: N new shapes a class from the same
+generator and settings (its own, larger val chooses its epoch). It is recorded on the students' train split and its
+row is scored on the students' val and test, so the table compares it with them on the same shapes: a teacher that
+has seen data the students never see, the usual case of a teacher trained elsewhere. The online arm is refused.
+
 --selection last reports every run (the teacher's included) at its last epoch instead, from the runs' last.pt
 (scored once on val and test and cached next to the run's JSON): the same runs under the protocol's other honest
 rule, to show whether a conclusion depends on the rule.
@@ -41,6 +46,7 @@ teacher's.
     python bench/accuracy.py --teacher-opt embed_dim=64 --workdir bench-out/wide   # a twice-wider teacher
     python bench/accuracy.py --teacher-seeds 100,101,102,103,104 --workdir bench-out/ens5   # a 5-seed ensemble
     python bench/accuracy.py --teacher-points 512 --workdir bench-out/res512   # a teacher reading every raw point
+    python bench/accuracy.py --teacher-samples-per-class 400 --students dgcnn-tiny --arms ce,kd --workdir bench-out/data4x
     python bench/accuracy.py --quick                             # a 2-minute smoke run of the pipeline
 """
 
@@ -99,9 +105,19 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "ensemble":
         from kdpc.training.evaluate import evaluate_ensemble
 
-        scores = {f"{split}/oa": evaluate_ensemble(spec["cfg"]["checkpoints"], split=split, device="cpu")["oa"]
+        scores = {f"{split}/oa": evaluate_ensemble(spec["cfg"]["checkpoints"], split=split, device="cpu",
+                                                   dataset_options=spec.get("score_options"))["oa"]
                   for split in ("val", "test")}
         return {**spec, "metrics": scores, "seconds": time.perf_counter() - started}
+    if spec["kind"] == "score":  # a teacher trained on other data, scored on the students' val and test
+        from kdpc.training.evaluate import evaluate_checkpoint
+
+        chosen = load_checkpoint(spec["cfg"]["checkpoint"]).metrics
+        scores = {f"{split}/oa": evaluate_checkpoint(spec["cfg"]["checkpoint"], split=split, device="cpu",
+                                                     dataset_options=spec["score_options"])["oa"]
+                  for split in ("val", "test")}
+        return {**spec, "metrics": {"epoch": chosen.get("epoch"), "selected_by": chosen.get("selected_by"), **scores},
+                "seconds": time.perf_counter() - started}
     if spec["kind"] == "train":
         _, path = train(TrainConfig(**spec["cfg"]), log=quiet)
     else:
@@ -144,12 +160,19 @@ def at_last_epoch(run: dict[str, Any]) -> dict[str, Any]:
         from kdpc.training.evaluate import evaluate_ensemble
 
         lasts = [str(sidecar(Path(c), "last.pt")) for c in run["cfg"]["checkpoints"]]
-        scores = {f"{split}/oa": evaluate_ensemble(lasts, split=split, device="cpu")["oa"] for split in ("val", "test")}
+        scores = {f"{split}/oa": evaluate_ensemble(lasts, split=split, device="cpu",
+                                                   dataset_options=run.get("score_options"))["oa"]
+                  for split in ("val", "test")}
         cache.write_text(json.dumps(scores))
     else:
-        out = Path(run["cfg"]["out"])
-        last = sidecar(out, "last.pt") if run["kind"] == "train" else out / "last.pt"
-        scores = {f"{split}/oa": evaluate_checkpoint(str(last), split=split, device="cpu")["oa"] for split in ("val", "test")}
+        if run["kind"] == "score":
+            last = sidecar(Path(run["cfg"]["checkpoint"]), "last.pt")
+        else:
+            out = Path(run["cfg"]["out"])
+            last = sidecar(out, "last.pt") if run["kind"] == "train" else out / "last.pt"
+        scores = {f"{split}/oa": evaluate_checkpoint(str(last), split=split, device="cpu",
+                                                     dataset_options=run.get("score_options"))["oa"]
+                  for split in ("val", "test")}
         cache.write_text(json.dumps(scores))
     chosen = {k: v for k, v in run["metrics"].items() if k != "epoch"}  # the chosen epoch's number no longer applies
     return {**run, "metrics": {**chosen, **scores, "selected_by": "last epoch"}}
@@ -212,6 +235,10 @@ def main() -> None:
     p.add_argument("--teacher-points", type=int, default=None, metavar="N",
                    help="the teacher trains on and records N points of each view; the students read the first of "
                         "them at their own (the data's) resolution, kdpc distill --num-points")
+    p.add_argument("--teacher-samples-per-class", type=int, default=None, metavar="N",
+                   help="the teacher trains on a larger synthetic set, N new shapes a class from the same generator "
+                        "(its own val chooses its epoch); it is recorded on the students' train split and scored on "
+                        "their val and test: a teacher with data the students never see")
     p.add_argument("--views", type=int, default=50)
     p.add_argument("--feature-dim", type=int, default=256,
                    help="record the teacher's embedding of each view this wide (0: logits only)")
@@ -255,6 +282,18 @@ def main() -> None:
     if args.teacher_points is not None and "online" in arms:
         p.error("the online teacher reads the student's own points: leave the online arm out of --arms with "
                 "--teacher-points")
+    bigger_data = args.teacher_samples_per_class is not None
+    if bigger_data and "online" in arms:
+        p.error("the online arm trains on the teacher's own data: leave it out of --arms with "
+                "--teacher-samples-per-class")
+    student_spc = data.get("dataset_cfg", {}).get("samples_per_class")
+    if bigger_data and args.teacher_samples_per_class <= (student_spc or 100):
+        p.error(f"--teacher-samples-per-class {args.teacher_samples_per_class}: the students' train split has "
+                f"{student_spc or 100} shapes a class, so the teacher needs more")
+    # the teacher's data; the students' data is where it is recorded and scored (None: the split's default size)
+    teacher_data = {"dataset_cfg": {**data.get("dataset_cfg", {}), "samples_per_class": args.teacher_samples_per_class}} \
+        if bigger_data else {}
+    student_data = {"samples_per_class": student_spc}
     student_points = data.get("num_points", SYNTHETIC_POINTS)
     if args.teacher_points is not None and args.teacher_points < student_points:
         p.error(f"--teacher-points {args.teacher_points}: the students read {student_points} points of each view, "
@@ -271,7 +310,7 @@ def main() -> None:
     print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs"
           f"{', seeds ' + args.teacher_seeds if ensemble else ''}; then {args.views} recorded views")
     asked = [{"model": args.teacher, "epochs": args.teacher_epochs, "seed": seed, "device": "cpu",
-              "out": str(work / f"teacher{tag}.pt"), **teacher_opts, **data, **teacher_points}
+              "out": str(work / f"teacher{tag}.pt"), **teacher_opts, **data, **teacher_data, **teacher_points}
              for tag, seed in members]
     results = run_all([{"kind": "train", "name": f"teacher{tag}", "arm": "teacher", "seed": seed,
                         "done_file": str(work / f"teacher{tag}.json"), "cfg": cfg}
@@ -287,7 +326,7 @@ def main() -> None:
     run_all([{"kind": "record", "name": f"record{tag}", "seed": 0, "done_file": str(work / f"record{tag}.json"),
               "cfg": {"teacher": str(work / f"teacher{tag}.pt"), "views": args.views, "out": str(path),
                       "device": "cpu", "seed": 0, "feature_dim": args.feature_dim if k == 0 else 0, "workers": 0,
-                      "resume": path.exists()}}
+                      "resume": path.exists(), **({"dataset_cfg": student_data} if bigger_data else {})}}
              for k, ((tag, _), path) in enumerate(zip(members, member_stores))], args.jobs)
     if ensemble:
         run_all([{"kind": "merge", "name": "merge", "seed": 0, "done_file": str(work / f"merge-ens{len(members)}.json"),
@@ -295,13 +334,23 @@ def main() -> None:
                           "embedding_from": str(member_stores[0]) if args.feature_dim else None}}], 1)
         scored = run_all([{"kind": "ensemble", "name": "ensemble", "arm": "teacher", "seed": teacher_seeds[0],
                            "done_file": str(work / f"ensemble{len(members)}.json"),
-                           "cfg": {"checkpoints": [c["out"] for c in asked]}}], 1)
+                           "cfg": {"checkpoints": [c["out"] for c in asked]},
+                           **({"score_options": student_data} if bigger_data else {})}], 1)
         results = scored + results
+    if bigger_data:  # every teacher row is scored on the students' val and test, not on the teacher's own
+        results = results[:1] + run_all([
+            {"kind": "score", "name": f"score{tag}", "arm": "teacher", "seed": seed, "score_options": student_data,
+             "done_file": str(work / f"score{tag}.json"), "cfg": {"checkpoint": str(work / f"teacher{tag}.pt")}}
+            for tag, seed in members], 1) if ensemble else run_all([
+            {"kind": "score", "name": "score", "arm": "teacher", "seed": teacher_seeds[0],
+             "score_options": student_data, "done_file": str(work / "score.json"),
+             "cfg": {"checkpoint": str(teacher)}}], 1)
     if args.selection == "last":
         results = [at_last_epoch(r) for r in results]
     teacher_oa = test_oa(results[0])
     teacher_label = " ".join([trained["model"], *(f"{k}={v}" for k, v in trained.get("model_cfg", {}).items()),
-                              *([f"at {args.teacher_points} points"] if fewer_points else [])])
+                              *([f"at {args.teacher_points} points"] if fewer_points else []),
+                              *([f"trained on {args.teacher_samples_per_class} shapes a class"] if bigger_data else [])])
     teacher_rows = [["teacher " + teacher_label, "-", f"{100 * results[0]['metrics']['val/oa']:.2f}",
                      f"{teacher_oa:.2f}", "-", "-", "-", "1"]]
     if ensemble:

@@ -144,3 +144,41 @@ def test_teacher_points_refuse_the_online_arm_and_fewer_points_than_the_students
         "accuracy.py: error: --teacher-points 128: the students read 256 points of each view, so the teacher needs "
         "at least as many")
     assert not any((tmp_path / "work").glob("*.pt"))
+
+
+def test_a_teacher_on_more_shapes_is_recorded_and_scored_on_the_students_data(tmp_path):
+    from kdpc.checkpoint import load_checkpoint
+    from kdpc.store.backends import open_store, read_header
+    from kdpc.training.evaluate import evaluate_checkpoint
+
+    done = _run("--quick", "--teacher-samples-per-class", "6", "--students", "pointnet-tiny", "--arms", "ce,kd",
+                "--jobs", "1", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    work = tmp_path / "work"
+    teacher = load_checkpoint(work / "teacher.pt")
+    assert teacher.dataset["config"]["samples_per_class"] == 6  # --quick's students have 4 shapes a class
+    assert read_header(open_store(work / "records-2v-f256.zarr")).num_samples == 4 * 18
+    student = load_checkpoint(work / "pointnet-tiny-kd-s1" / "student.pt")
+    assert student.dataset["config"]["samples_per_class"] == 4
+    # the teacher's row is its score on the students' val and test (4 a class), not on its own (6 a class)
+    scores = json.loads((work / "score.json").read_text())["metrics"]
+    for split in ("val", "test"):
+        expected = evaluate_checkpoint(str(work / "teacher.pt"), split=split, device="cpu",
+                                       dataset_options={"samples_per_class": 4})
+        assert expected["num_samples"] == 4 * 18 and scores[f"{split}/oa"] == expected["oa"]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| teacher pointmlp-tiny trained on 6"))
+    assert f"| {100 * scores['test/oa']:.2f} |" in row
+
+
+def test_a_teacher_on_more_shapes_refuses_the_online_arm_and_fewer_shapes(tmp_path):
+    online = _run("--teacher-samples-per-class", "400", "--arms", "ce,online", "--workdir", str(tmp_path / "work"),
+                  cwd=tmp_path)
+    assert online.returncode == 2 and online.stderr.strip().splitlines()[-1] == (
+        "accuracy.py: error: the online arm trains on the teacher's own data: leave it out of --arms with "
+        "--teacher-samples-per-class")
+    fewer = _run("--teacher-samples-per-class", "100", "--arms", "ce,kd", "--workdir", str(tmp_path / "work"),
+                 cwd=tmp_path)
+    assert fewer.returncode == 2 and fewer.stderr.strip().splitlines()[-1] == (
+        "accuracy.py: error: --teacher-samples-per-class 100: the students' train split has 100 shapes a class, so "
+        "the teacher needs more")
+    assert not any((tmp_path / "work").glob("*.pt"))

@@ -41,3 +41,26 @@ def test_yaml_config_with_cli_override(tmp_path):
     ckpt = load_checkpoint(out)
     assert ckpt.provenance["config"]["epochs"] == 1  # the flag won over the file
     assert ckpt.provenance["config"]["lr"] == 0.01  # the file won over the default
+
+
+def test_eval_dataset_opt_scores_other_data_than_the_checkpoints_own(tiny_teacher):
+    from conftest import assert_one_line_error
+    from kdpc.training.evaluate import evaluate
+
+    model = load_checkpoint(tiny_teacher).build_model()
+    other = create_dataset("synthetic", split="val", num_points=32, samples_per_class=6, num_raw_points=64)
+    expected = evaluate(model, other, torch.device("cpu"))["oa"]
+    single = json.loads(run_kdpc("eval", "--checkpoint", str(tiny_teacher), "--split", "val", "--dataset-opt",
+                                 "samples_per_class=6", "--json", "--device", "cpu").stdout)
+    assert single["num_samples"] == 6 * 18 and abs(single["oa"] - expected) < 1e-9
+    pair = json.loads(run_kdpc("eval", "--checkpoint", str(tiny_teacher), "--checkpoint", str(tiny_teacher),
+                               "--split", "val", "--dataset-opt", "samples_per_class=6", "--json").stdout)
+    assert pair["num_samples"] == 6 * 18 and abs(pair["oa"] - expected) < 1e-9
+    # null restores the dataset's own default for the option: the standard val split, 50 shapes a class
+    standard = json.loads(run_kdpc("eval", "--checkpoint", str(tiny_teacher), "--split", "val", "--dataset-opt",
+                                   "samples_per_class=null", "--json").stdout)
+    assert standard["num_samples"] == 50 * 18
+    assert_one_line_error(run_kdpc("eval", "--checkpoint", str(tiny_teacher), "--dataset-opt", "samples_per_class=0",
+                                   check=False), "samples_per_class")
+    assert_one_line_error(run_kdpc("eval", "--checkpoint", str(tiny_teacher), "--dataset-opt", "noise", check=False),
+                          "--dataset-opt")

@@ -67,12 +67,16 @@ def train_cmd(model, model_opt, dataset, data_root, dataset_opt, num_points, epo
               help="Old name of --checkpoint.")
 @click.option("--weights", default=None, help="Ensemble only: one weight per checkpoint, e.g. 0.7,0.3 (default equal).")
 @click.option("--dataset", default=None, help="Dataset (default: the one named in the (first) checkpoint).")
+@click.option("--dataset-opt", multiple=True,
+              help="Dataset option KEY=VALUE over the checkpoint's own (e.g. samples_per_class=null: the synthetic "
+                   "set's standard split sizes).")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False))
 @click.option("--split", default="test", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_cmd(checkpoints, model_path, weights, dataset, data_root, split, batch_size, device, as_json) -> None:
+def eval_cmd(checkpoints, model_path, weights, dataset, dataset_opt, data_root, split, batch_size, device,
+             as_json) -> None:
     """Evaluate a checkpoint: overall and mean class accuracy (mIoU for part segmentation; mIoU, per-class IoU and
     OA over every point of the whole scenes for scene segmentation), or an ensemble of classifiers and each member."""
     from ..training.evaluate import evaluate_checkpoint, evaluate_ensemble
@@ -84,9 +88,10 @@ def eval_cmd(checkpoints, model_path, weights, dataset, data_root, split, batch_
         raise KdpcError("--checkpoint FILE is required (a checkpoint of kdpc train or kdpc distill)")
     if len(checkpoints) == 1 and weights is not None:
         raise KdpcError("--weights is for an ensemble: give --checkpoint more than once")
+    options = parse_kv(dataset_opt, "--dataset-opt")
     if len(checkpoints) > 1:
         result = evaluate_ensemble(checkpoints, weights, dataset=dataset, data_root=data_root, split=split,
-                                   batch_size=batch_size, device=device)
+                                   batch_size=batch_size, device=device, dataset_options=options)
         if as_json:
             click.echo(json.dumps(result))
             return
@@ -97,7 +102,7 @@ def eval_cmd(checkpoints, model_path, weights, dataset, data_root, split, batch_
         click.echo(f"ensemble of {len(checkpoints)} on {where}: oa={result['oa']:.4f} macc={result['macc']:.4f}")
         return
     result = evaluate_checkpoint(checkpoints[0], dataset=dataset, data_root=data_root, split=split,
-                                 batch_size=batch_size, device=device)
+                                 batch_size=batch_size, device=device, dataset_options=options)
     if as_json:
         click.echo(json.dumps(result))
     else:

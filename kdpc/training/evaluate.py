@@ -75,9 +75,12 @@ def primary_metric(task: str) -> str:
 
 
 def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None, split: str = "test",
-                        batch_size: int = 64, device: str = "auto") -> dict[str, Any]:
+                        batch_size: int = 64, device: str = "auto",
+                        dataset_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score one checkpoint on ``split`` of its own data, or of ``dataset`` / ``dataset_options`` where given
+    (options override the checkpoint's own)."""
     ckpt = load_checkpoint(path)
-    data = dataset_for_checkpoint(ckpt, dataset, data_root, split)
+    data = dataset_for_checkpoint(ckpt, dataset, data_root, split, options=dataset_options)
     dev = resolve_device(device)
     model = ckpt.build_model(dev)
     metrics = evaluate(model, data, dev, batch_size=batch_size)
@@ -100,7 +103,7 @@ def class_log_probs(model: torch.nn.Module, dataset: Any, device: torch.device, 
 
 def evaluate_ensemble(paths: Sequence[str], weights: Any = None, dataset: str | None = None,
                       data_root: str | None = None, split: str = "test", batch_size: int = 64,
-                      device: str = "auto") -> dict[str, Any]:
+                      device: str = "auto", dataset_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score each classifier of ``paths`` and their ensemble (the weighted mean of their probabilities, as
     ``kdpc records merge`` records it) on the first checkpoint's split."""
     ckpts = [load_checkpoint(p) for p in paths]
@@ -109,7 +112,7 @@ def evaluate_ensemble(paths: Sequence[str], weights: Any = None, dataset: str | 
         if ck.task != "cls":
             raise KdpcError(f"checkpoint {ck.path} is a {ck.task} model: ensembles are evaluated (and recorded) for "
                             f"classifiers only")
-    data = dataset_for_checkpoint(ckpts[0], dataset, data_root, split)
+    data = dataset_for_checkpoint(ckpts[0], dataset, data_root, split, options=dataset_options)
     dev = resolve_device(device)
     members, log_probs = [], []
     labels = None
