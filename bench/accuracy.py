@@ -338,13 +338,12 @@ def main() -> None:
                            **({"score_options": student_data} if bigger_data else {})}], 1)
         results = scored + results
     if bigger_data:  # every teacher row is scored on the students' val and test, not on the teacher's own
-        results = results[:1] + run_all([
+        scores = run_all([
             {"kind": "score", "name": f"score{tag}", "arm": "teacher", "seed": seed, "score_options": student_data,
              "done_file": str(work / f"score{tag}.json"), "cfg": {"checkpoint": str(work / f"teacher{tag}.pt")}}
-            for tag, seed in members], 1) if ensemble else run_all([
-            {"kind": "score", "name": "score", "arm": "teacher", "seed": teacher_seeds[0],
-             "score_options": student_data, "done_file": str(work / "score.json"),
-             "cfg": {"checkpoint": str(teacher)}}], 1)
+            for tag, seed in members], 1)
+        scores.sort(key=lambda r: teacher_seeds.index(r["seed"]))
+        results = (results[:1] if ensemble else []) + scores  # the ensemble's row stays first
     if args.selection == "last":
         results = [at_last_epoch(r) for r in results]
     teacher_oa = test_oa(results[0])
