@@ -67,6 +67,7 @@ from common import machine_line, markdown_table  # noqa: E402
 
 from kdpc.cli.common import parse_kv  # noqa: E402
 from kdpc.data.synthetic import DEFAULT_NUM_POINTS as SYNTHETIC_POINTS  # noqa: E402
+from kdpc.data.synthetic import DEFAULT_SAMPLES_PER_CLASS  # noqa: E402
 from kdpc.errors import KdpcError  # noqa: E402
 
 ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", "kl": "offline KD, KL", "nwsd": "offline KD + NWSD",
@@ -77,6 +78,11 @@ ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", 
 
 
 TEACHER_KEYS = ("model", "epochs", "seed", "model_cfg", "dataset_cfg", "num_points")  # what makes a workdir's teacher
+
+
+def val_and_test(score) -> dict[str, float]:
+    """``{"val/oa": .., "test/oa": ..}`` from ``score(split)``, an evaluate_* call's result for that split."""
+    return {f"{split}/oa": score(split)["oa"] for split in ("val", "test")}
 
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -105,17 +111,15 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "ensemble":
         from kdpc.training.evaluate import evaluate_ensemble
 
-        scores = {f"{split}/oa": evaluate_ensemble(spec["cfg"]["checkpoints"], split=split, device="cpu",
-                                                   dataset_options=spec.get("score_options"))["oa"]
-                  for split in ("val", "test")}
+        scores = val_and_test(lambda split: evaluate_ensemble(spec["cfg"]["checkpoints"], split=split, device="cpu",
+                                                              dataset_options=spec.get("score_options")))
         return {**spec, "metrics": scores, "seconds": time.perf_counter() - started}
     if spec["kind"] == "score":  # a teacher trained on other data, scored on the students' val and test
         from kdpc.training.evaluate import evaluate_checkpoint
 
         chosen = load_checkpoint(spec["cfg"]["checkpoint"]).metrics
-        scores = {f"{split}/oa": evaluate_checkpoint(spec["cfg"]["checkpoint"], split=split, device="cpu",
-                                                     dataset_options=spec["score_options"])["oa"]
-                  for split in ("val", "test")}
+        scores = val_and_test(lambda split: evaluate_checkpoint(spec["cfg"]["checkpoint"], split=split, device="cpu",
+                                                                dataset_options=spec["score_options"]))
         return {**spec, "metrics": {"epoch": chosen.get("epoch"), "selected_by": chosen.get("selected_by"), **scores},
                 "seconds": time.perf_counter() - started}
     if spec["kind"] == "train":
@@ -160,9 +164,8 @@ def at_last_epoch(run: dict[str, Any]) -> dict[str, Any]:
         from kdpc.training.evaluate import evaluate_ensemble
 
         lasts = [str(sidecar(Path(c), "last.pt")) for c in run["cfg"]["checkpoints"]]
-        scores = {f"{split}/oa": evaluate_ensemble(lasts, split=split, device="cpu",
-                                                   dataset_options=run.get("score_options"))["oa"]
-                  for split in ("val", "test")}
+        scores = val_and_test(lambda split: evaluate_ensemble(lasts, split=split, device="cpu",
+                                                              dataset_options=run.get("score_options")))
         cache.write_text(json.dumps(scores))
     else:
         if run["kind"] == "score":
@@ -170,9 +173,8 @@ def at_last_epoch(run: dict[str, Any]) -> dict[str, Any]:
         else:
             out = Path(run["cfg"]["out"])
             last = sidecar(out, "last.pt") if run["kind"] == "train" else out / "last.pt"
-        scores = {f"{split}/oa": evaluate_checkpoint(str(last), split=split, device="cpu",
-                                                     dataset_options=run.get("score_options"))["oa"]
-                  for split in ("val", "test")}
+        scores = val_and_test(lambda split: evaluate_checkpoint(str(last), split=split, device="cpu",
+                                                                dataset_options=run.get("score_options")))
         cache.write_text(json.dumps(scores))
     chosen = {k: v for k, v in run["metrics"].items() if k != "epoch"}  # the chosen epoch's number no longer applies
     return {**run, "metrics": {**chosen, **scores, "selected_by": "last epoch"}}
@@ -287,9 +289,10 @@ def main() -> None:
         p.error("the online arm trains on the teacher's own data: leave it out of --arms with "
                 "--teacher-samples-per-class")
     student_spc = data.get("dataset_cfg", {}).get("samples_per_class")
-    if bigger_data and args.teacher_samples_per_class <= (student_spc or 100):
+    student_train_spc = student_spc or DEFAULT_SAMPLES_PER_CLASS["train"]
+    if bigger_data and args.teacher_samples_per_class <= student_train_spc:
         p.error(f"--teacher-samples-per-class {args.teacher_samples_per_class}: the students' train split has "
-                f"{student_spc or 100} shapes a class, so the teacher needs more")
+                f"{student_train_spc} shapes a class, so the teacher needs more")
     # the teacher's data; the students' data is where it is recorded and scored (None: the split's default size)
     teacher_data = {"dataset_cfg": {**data.get("dataset_cfg", {}), "samples_per_class": args.teacher_samples_per_class}} \
         if bigger_data else {}
