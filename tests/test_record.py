@@ -73,6 +73,17 @@ def test_info_reports_counts_size_and_provenance(tiny_store, tiny_teacher):
     assert abs(info["teacher_accuracy"] - reader.teacher_accuracy()) < 1e-12
     text = run_kdpc("records", "info", str(tiny_store)).stdout
     assert "216 = 72 samples x 3 views" in text and "pointnet-tiny" in text
+    assert "not this store's split" not in text  # recorded on the teacher's own training split
+
+
+def test_info_says_when_the_teachers_scores_are_on_other_data(tiny_teacher, tmp_path):
+    """A teacher recorded on data it was not trained on: its checkpoint scores are on its own data's splits."""
+    store = tmp_path / "other-data.zarr"
+    run_kdpc("record", "--teacher", str(tiny_teacher), "--views", "1", "--dataset-opt", "samples_per_class=5",
+             "--device", "cpu", "--out", str(store))
+    teacher_data = load_checkpoint(tiny_teacher).dataset["fingerprint"]
+    line = next(x for x in run_kdpc("records", "info", str(store)).stdout.splitlines() if x.startswith("teacher"))
+    assert "test/oa=" in line and f"trained on data {teacher_data[:16]}…, not this store's split" in line
 
 
 KILL_AFTER_TWO_BLOCKS = """

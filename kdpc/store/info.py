@@ -105,7 +105,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"codec      {info['codec']}: {info['codec_resolution']}",
         f"size       {size:,} bytes stored, {info['bytes_per_record']:.1f} bytes/record" if size is not None
         else "size       unknown (the location cannot report object sizes)",
-        *_teacher_lines(teacher, metrics),
+        *_teacher_lines(teacher, metrics, dataset.get("fingerprint")),
         f"           accuracy on the recorded views: {'n/a' if acc is None else f'{100 * acc:.2f}%'}",
         f"dataset    {dataset.get('name', '?')}/{dataset.get('split', '?')}, {dataset.get('num_samples', '?')} samples, "
         f"{info.get('num_points')} points, fingerprint {str(dataset.get('fingerprint', '?'))[:16]}…",
@@ -137,23 +137,34 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _teacher_line(teacher: dict, metrics: dict) -> str:
+def _teacher_line(teacher: dict, metrics: dict, store_fingerprint: str | None) -> str:
     return (f"{teacher.get('arch', '?')} ({int(teacher.get('num_params') or 0):,} params), sha256 "
             f"{str(teacher.get('sha256', '?'))[:16]}…, scores "
             + " ".join(f"{k}={v:.4f}" for k, v in (metrics or {}).items()
-                       if isinstance(v, float) and "/iou/" not in k))  # per-class IoUs: kdpc eval prints them
+                       if isinstance(v, float) and "/iou/" not in k)  # per-class IoUs: kdpc eval prints them
+            + _own_data_note(teacher.get("dataset_fingerprint"), store_fingerprint))
 
 
-def _teacher_lines(teacher: dict, metrics: dict) -> list[str]:
+def _own_data_note(teacher_fingerprint: str | None, store_fingerprint: str | None) -> str:
+    """A checkpoint's scores are on the splits of the data it was trained on: say so when that is not the data this
+    store recorded, so that they are not read as scores on this data's val/test."""
+    if not teacher_fingerprint or not store_fingerprint or teacher_fingerprint == store_fingerprint:
+        return ""
+    return (f" (on its own data's splits: it was trained on data {str(teacher_fingerprint)[:16]}…, not this store's "
+            "split)")
+
+
+def _teacher_lines(teacher: dict, metrics: dict, store_fingerprint: str | None = None) -> list[str]:
     """One line for a teacher; for an ensemble (``kdpc records merge``) a line per member with its weight."""
     members = teacher.get("ensemble")
     if not isinstance(members, list):
-        return [f"teacher    {_teacher_line(teacher, metrics)}"]
+        return [f"teacher    {_teacher_line(teacher, metrics, store_fingerprint)}"]
     weights = teacher.get("weights") or [None] * len(members)
     lines = [f"teacher    ensemble of {len(members)} teachers (mean of their probabilities), combined sha256 "
              f"{str(teacher.get('sha256', '?'))[:16]}…"]
     for i, (member, w) in enumerate(zip(members, weights)):
         weight = "" if w is None else f"weight {float(w):.3g}: "
         embeds = "; its embedding is stored" if member.get("sha256") == teacher.get("embedding_from", False) else ""
-        lines.append(f"  {i + 1:>2d}.      {weight}{_teacher_line(member, member.get('metrics') or {})}{embeds}")
+        lines.append(f"  {i + 1:>2d}.      {weight}"
+                     f"{_teacher_line(member, member.get('metrics') or {}, store_fingerprint)}{embeds}")
     return lines
