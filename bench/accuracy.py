@@ -31,6 +31,10 @@ generator and settings (its own, larger val chooses its epoch). It is recorded o
 row is scored on the students' val and test, so the table compares it with them on the same shapes: a teacher that
 has seen data the students never see, the usual case of a teacher trained elsewhere. The online arm is refused.
 
+--augment KEY=VALUE (kdpc.augment.AugmentConfig keys, e.g. scale_low=0.9 scale_high=1.1111) sets the shape-level
+augmentation of every run: the teacher's training views, the recorded views (which the offline arms replay), the CE
+students' training views and the online arm's views, so every arm still sees views of one distribution.
+
 --selection last reports every run (the teacher's included) at its last epoch instead, from the runs' last.pt
 (scored once on val and test and cached next to the run's JSON): the same runs under the protocol's other honest
 rule, to show whether a conclusion depends on the rule.
@@ -47,6 +51,7 @@ teacher's.
     python bench/accuracy.py --teacher-seeds 100,101,102,103,104 --workdir bench-out/ens5   # a 5-seed ensemble
     python bench/accuracy.py --teacher-points 512 --workdir bench-out/res512   # a teacher reading every raw point
     python bench/accuracy.py --teacher-samples-per-class 400 --students dgcnn-tiny --arms ce,kd --workdir bench-out/data4x
+    python bench/accuracy.py --augment scale_low=0.9 --augment scale_high=1.1111 --workdir bench-out/scale09
     python bench/accuracy.py --quick                             # a 2-minute smoke run of the pipeline
 """
 
@@ -65,6 +70,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, markdown_table  # noqa: E402
 
+from kdpc.augment import AugmentConfig  # noqa: E402
 from kdpc.cli.common import parse_kv  # noqa: E402
 from kdpc.data.synthetic import DEFAULT_NUM_POINTS as SYNTHETIC_POINTS  # noqa: E402
 from kdpc.data.synthetic import DEFAULT_SAMPLES_PER_CLASS  # noqa: E402
@@ -77,7 +83,7 @@ ARMS = {"ce": "CE only", "kd": "offline KD", "dist": "offline KD, logits only", 
         "emb": "offline KD + embedding matching"}
 
 
-TEACHER_KEYS = ("model", "epochs", "seed", "model_cfg", "dataset_cfg", "num_points")  # what makes a workdir's teacher
+TEACHER_KEYS = ("model", "epochs", "seed", "model_cfg", "dataset_cfg", "num_points", "augment")  # what makes a workdir's teacher
 
 
 def val_and_test(score) -> dict[str, float]:
@@ -241,6 +247,9 @@ def main() -> None:
                    help="the teacher trains on a larger synthetic set, N new shapes a class from the same generator "
                         "(its own val chooses its epoch); it is recorded on the students' train split and scored on "
                         "their val and test: a teacher with data the students never see")
+    p.add_argument("--augment", action="append", default=[], metavar="KEY=VALUE",
+                   help="the shape-level augmentation of every run (teacher, records, CE and online students), e.g. "
+                        "scale_low=0.9; repeatable")
     p.add_argument("--views", type=int, default=50)
     p.add_argument("--feature-dim", type=int, default=256,
                    help="record the teacher's embedding of each view this wide (0: logits only)")
@@ -259,6 +268,9 @@ def main() -> None:
     args = p.parse_args()
     try:
         teacher_opts = {"model_cfg": parse_kv(tuple(args.teacher_opt), "--teacher-opt")} if args.teacher_opt else {}
+        augment = parse_kv(tuple(args.augment), "--augment")
+        if augment and AugmentConfig.from_dict(augment).mix:
+            raise KdpcError("--augment mix: kdpc train draws plain views, so the CE students could not see them")
     except KdpcError as err:
         p.error(str(err))
     data: dict[str, Any] = {}
@@ -304,6 +316,7 @@ def main() -> None:
     teacher_points = {"num_points": args.teacher_points} if args.teacher_points is not None else {}
     fewer_points = {"num_points": student_points} if args.teacher_points not in (None, student_points) else {}
     features = f"-f{args.feature_dim}" if args.feature_dim else ""
+    views_augment = {"augment": augment} if augment else {}  # absent when not given: workdirs made before it stay valid
     # member 0 keeps the single-teacher names, so a workdir's single teacher is its ensemble's first member
     members = [("" if k == 0 else f"-s{seed}", seed) for k, seed in enumerate(teacher_seeds)]
     teacher = work / "teacher.pt"
@@ -313,7 +326,8 @@ def main() -> None:
     print(f"== teacher {args.teacher}, {args.teacher_epochs} epochs"
           f"{', seeds ' + args.teacher_seeds if ensemble else ''}; then {args.views} recorded views")
     asked = [{"model": args.teacher, "epochs": args.teacher_epochs, "seed": seed, "device": "cpu",
-              "out": str(work / f"teacher{tag}.pt"), **teacher_opts, **data, **teacher_data, **teacher_points}
+              "out": str(work / f"teacher{tag}.pt"), **teacher_opts, **data, **teacher_data, **teacher_points,
+              **views_augment}
              for tag, seed in members]
     results = run_all([{"kind": "train", "name": f"teacher{tag}", "arm": "teacher", "seed": seed,
                         "done_file": str(work / f"teacher{tag}.json"), "cfg": cfg}
@@ -329,7 +343,8 @@ def main() -> None:
     run_all([{"kind": "record", "name": f"record{tag}", "seed": 0, "done_file": str(work / f"record{tag}.json"),
               "cfg": {"teacher": str(work / f"teacher{tag}.pt"), "views": args.views, "out": str(path),
                       "device": "cpu", "seed": 0, "feature_dim": args.feature_dim if k == 0 else 0, "workers": 0,
-                      "resume": path.exists(), **({"dataset_cfg": student_data} if bigger_data else {})}}
+                      "resume": path.exists(), **({"dataset_cfg": student_data} if bigger_data else {}),
+                      **views_augment}}
              for k, ((tag, _), path) in enumerate(zip(members, member_stores))], args.jobs)
     if ensemble:
         run_all([{"kind": "merge", "name": "merge", "seed": 0, "done_file": str(work / f"merge-ens{len(members)}.json"),
@@ -365,7 +380,8 @@ def main() -> None:
                "nwsd": {"nwsd_weight": -0.2, "nwsd_source": "sharpen"}, "nokd": {"kd_weight": 0.0, "feature_weight": 0.0},
                "zkl": {"kd_objective": "zkl"}, "zkl9": {"kd_objective": "zkl", "kd_weight": 9.0, "ce_weight": 0.1},
                "rel": {"relation_weight": 10.0}, "kdlin": {"kd_schedule": "linear"}, "emb": {"feature_weight": 10.0},
-               "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views}}
+               "online": {"records": None, "online_teacher": str(teacher), "online_views": args.views,
+                          **({"online_augment": augment} if augment else {})}}
     specs = []
     for student in students:
         for seed in seeds:
@@ -377,7 +393,8 @@ def main() -> None:
                         "done_file": str(work / f"{name}.json")}
                 if arm == "ce":
                     spec.update(kind="train", cfg={"model": student, "epochs": args.epochs, "seed": seed,
-                                                   "device": "cpu", "out": str(work / f"{name}.pt"), **data})
+                                                   "device": "cpu", "out": str(work / f"{name}.pt"), **data,
+                                                   **views_augment})
                 else:
                     spec.update(kind="distill", cfg={"records": str(store), "student": student, "epochs": args.epochs,
                                                      "seed": seed, "device": "cpu", "out": str(work / name),
@@ -413,6 +430,7 @@ def main() -> None:
         f"Teacher {teacher_label}: {trained['epochs']} epochs, "
         f"{'seeds ' + ', '.join(map(str, teacher_seeds)) + ' (an equal-weight ensemble)' if ensemble else 'seed ' + str(trained['seed'])}; "
         f"{args.views} recorded views; "
+        f"{'every run shape-level augmented with ' + ', '.join(f'{k}={v}' for k, v in augment.items()) + '; ' if augment else ''}"
         f"students {args.epochs} epochs; "
         f"{'epochs chosen on val, test scored once' if args.selection == 'val' else 'every run at its last epoch'}; this run "
         f"{(time.perf_counter() - started) / 60:.0f} min.", "",

@@ -182,3 +182,36 @@ def test_a_teacher_on_more_shapes_refuses_the_online_arm_and_fewer_shapes(tmp_pa
         "accuracy.py: error: --teacher-samples-per-class 100: the students' train split has 100 shapes a class, so "
         "the teacher needs more")
     assert not any((tmp_path / "work").glob("*.pt"))
+
+
+def test_augment_reaches_the_teacher_the_records_and_the_ce_students(tmp_path):
+    from kdpc.checkpoint import load_checkpoint
+    from kdpc.store.backends import open_store, read_header
+
+    done = _run("--quick", "--augment", "scale_low=0.9", "--augment", "scale_high=1.1", "--students", "pointnet-tiny",
+                "--arms", "ce,kd", "--jobs", "1", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    work = tmp_path / "work"
+    for checkpoint in ("teacher.pt", "pointnet-tiny-ce-s1.pt"):
+        views = load_checkpoint(work / checkpoint).provenance["training_views"]["augment"]
+        assert (views["scale_low"], views["scale_high"], views["translate"]) == (0.9, 1.1, 0.2)
+    header = read_header(open_store(work / "records-2v-f256.zarr"))
+    assert (header.augment["scale_low"], header.augment["scale_high"]) == (0.9, 1.1)
+    assert "every run shape-level augmented with scale_low=0.9, scale_high=1.1;" in done.stdout
+
+    # the workdir's teacher saw these views: asking it for the default views is refused in one line
+    other = _run("--quick", "--students", "pointnet-tiny", "--arms", "ce", "--jobs", "1", "--workdir", str(work),
+                 "--out", str(tmp_path / "other"), cwd=tmp_path)
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1].startswith(
+        f"accuracy.py: error: {work} holds a teacher trained with augment {{'scale_low': 0.9, 'scale_high': 1.1}}")
+
+
+def test_a_bad_augment_is_one_line_and_no_work(tmp_path):
+    for args, message in ((("--augment", "scale=2"), "unknown augment option(s): scale"),
+                          (("--augment", "mix=0.5"), "--augment mix: kdpc train draws plain views, so the CE students "
+                                                     "could not see them")):
+        done = _run(*args, "--workdir", str(tmp_path / "work"), cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1] == f"accuracy.py: error: {message}"
+    assert not any((tmp_path / "work").glob("*.pt"))
