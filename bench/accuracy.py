@@ -51,7 +51,8 @@ teacher's.
     python bench/accuracy.py --teacher-seeds 100,101,102,103,104 --workdir bench-out/ens5   # a 5-seed ensemble
     python bench/accuracy.py --teacher-points 512 --workdir bench-out/res512   # a teacher reading every raw point
     python bench/accuracy.py --teacher-samples-per-class 400 --students dgcnn-tiny --arms ce,kd --workdir bench-out/data4x
-    python bench/accuracy.py --augment scale_low=0.9 --augment scale_high=1.1111 --workdir bench-out/scale09
+    python bench/accuracy.py --augment scale_low=0.9 --augment scale_high=1.1111111111111112 --students dgcnn-tiny \
+        --arms ce,kd --workdir bench-out/scale09     # the milder-scale runs of docs/benchmarks.md
     python bench/accuracy.py --quick                             # a 2-minute smoke run of the pipeline
 """
 

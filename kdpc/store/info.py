@@ -154,7 +154,7 @@ def _own_data_note(teacher_fingerprint: str | None, store_fingerprint: str | Non
             "split)")
 
 
-def _teacher_lines(teacher: dict, metrics: dict, store_fingerprint: str | None = None) -> list[str]:
+def _teacher_lines(teacher: dict, metrics: dict, store_fingerprint: str | None) -> list[str]:
     """One line for a teacher; for an ensemble (``kdpc records merge``) a line per member with its weight."""
     members = teacher.get("ensemble")
     if not isinstance(members, list):
